@@ -1,0 +1,1 @@
+"""Needle: the CMU Deep Learning Systems framework, clean-room, with dtype extensions."""

@@ -1,0 +1,1 @@
+"""needle_qc: post-training quantization compiler for Needle models."""
