@@ -1,0 +1,38 @@
+"""Quantization numerics: config, observers, qparams, low-bit formats and NumPy reference ops."""
+from .lowbit import (
+    QuantizedWeight,
+    bf16_to_float32,
+    cast_bf16,
+    cast_fp16,
+    pack_int4,
+    quantize_weight,
+    unpack_int4,
+)
+from .observers import (
+    OBSERVER_KINDS,
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    Observer,
+    PerChannelMinMaxObserver,
+    make_observer,
+    observer_from_dict,
+)
+from .qconfig import QConfig
+from .qparams import choose_qparams, qrange
+from .reference import (
+    dynamic_quantize_per_token,
+    qlinear_ref,
+    quantize_bias,
+    requant_multiplier,
+    requantize,
+    round_half_even,
+)
+
+__all__ = [
+    "HistogramObserver", "MinMaxObserver", "MovingAverageMinMaxObserver", "OBSERVER_KINDS",
+    "Observer", "PerChannelMinMaxObserver", "QConfig", "QuantizedWeight", "bf16_to_float32",
+    "cast_bf16", "cast_fp16", "choose_qparams", "dynamic_quantize_per_token", "make_observer",
+    "observer_from_dict", "pack_int4", "qlinear_ref", "qrange", "quantize_bias", "quantize_weight",
+    "requant_multiplier", "requantize", "round_half_even", "unpack_int4",
+]

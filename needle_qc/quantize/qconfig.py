@@ -1,0 +1,169 @@
+"""QConfig: what to quantize, to which dtypes and granularities, with per-module overrides."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+WEIGHT_DTYPES = ("int8", "uint8", "int4", "uint4", "fp16", "bf16")
+ACTIVATION_MODES = (None, "static", "dynamic")
+ACTIVATION_DTYPES = ("uint8", "int8")
+WEIGHT_GRANULARITIES = (None, "per_tensor", "per_channel", "per_group")
+ACTIVATION_GRANULARITIES = ("per_tensor", "per_token")
+OBSERVERS = ("minmax", "moving_average", "percentile", "entropy", "mse")
+_FLOAT_WEIGHTS = ("fp16", "bf16")
+_LOW_BIT = ("int4", "uint4")
+
+
+def _choose(value, valid, what: str):
+    if value not in valid:
+        raise ValueError(f"QConfig: {what}={value!r} is not valid; valid: {list(valid)}")
+
+
+@dataclass(frozen=True)
+class QConfig:
+    """Quantization configuration (immutable, JSON round-trippable).
+
+    Parameters
+    ----------
+    weight : {"int8", "uint8", "int4", "uint4", "fp16", "bf16"} or None
+        Weight dtype; None keeps weights float.
+    activation : {None, "static", "dynamic"}
+        None = weight-only; "static" = calibrated per-tensor qparams; "dynamic" = computed at
+        run time. fp16/bf16 weights are weight-only.
+    activation_dtype : {"uint8", "int8"}
+    weight_granularity : {None, "per_tensor", "per_channel", "per_group"}
+        None -> per_channel for 8-bit weights, per_group for 4-bit weights.
+    group_size : int
+        Block length along the reduction axis for per_group.
+    activation_granularity : {"per_tensor", "per_token"}
+        per_token only with dynamic activations.
+    weight_symmetric, activation_symmetric : bool
+    observer : {"minmax", "moving_average", "percentile", "entropy", "mse"}
+    percentile : float
+        In (0, 100], used by the percentile observer.
+    module_types, module_paths : dict[str, QConfig | None]
+        Overrides by module type name (``"Linear"``) and by dotted module path
+        (``"layer1.0.conv"``; a path also covers its children). None keeps the module float.
+    """
+
+    weight: str | None = "int8"
+    activation: str | None = None
+    activation_dtype: str = "uint8"
+    weight_granularity: str | None = None
+    group_size: int = 32
+    activation_granularity: str = "per_tensor"
+    weight_symmetric: bool = True
+    activation_symmetric: bool = False
+    observer: str = "minmax"
+    percentile: float = 99.99
+    module_types: dict = field(default_factory=dict)
+    module_paths: dict = field(default_factory=dict)
+
+    __hash__ = None  # holds dicts; compare with ==, do not hash
+
+    def __post_init__(self):
+        _choose(self.weight, WEIGHT_DTYPES + (None,), "weight")
+        _choose(self.activation, ACTIVATION_MODES, "activation")
+        _choose(self.activation_dtype, ACTIVATION_DTYPES, "activation_dtype")
+        _choose(self.weight_granularity, WEIGHT_GRANULARITIES, "weight_granularity")
+        _choose(self.activation_granularity, ACTIVATION_GRANULARITIES, "activation_granularity")
+        _choose(self.observer, OBSERVERS, "observer")
+        for name in ("weight_symmetric", "activation_symmetric"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"QConfig: {name}={getattr(self, name)!r} must be a bool")
+        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) \
+                or self.group_size < 1:
+            raise ValueError(f"QConfig: group_size={self.group_size!r} must be an int >= 1")
+        if not isinstance(self.percentile, (int, float)) or not 0 < self.percentile <= 100:
+            raise ValueError(f"QConfig: percentile={self.percentile!r} must be in (0, 100]")
+        self._check_combinations()
+        for attr in ("module_types", "module_paths"):
+            self._check_overrides(attr)
+
+    def _check_combinations(self) -> None:
+        if self.weight in _FLOAT_WEIGHTS and self.activation is not None:
+            raise ValueError(f"QConfig: weight={self.weight!r} is weight-only; "
+                             f"activation must be None, got {self.activation!r}")
+        if self.weight in _FLOAT_WEIGHTS and self.weight_granularity is not None:
+            raise ValueError(f"QConfig: weight={self.weight!r} takes no weight_granularity")
+        if self.weight is None and self.activation is not None:
+            raise ValueError("QConfig: activation quantization needs integer weights "
+                             f"(weight=None, activation={self.activation!r})")
+        if self.activation_granularity == "per_token" and self.activation != "dynamic":
+            raise ValueError("QConfig: activation_granularity='per_token' needs "
+                             f"activation='dynamic', got {self.activation!r}")
+
+    def _check_overrides(self, attr: str) -> None:
+        table = getattr(self, attr)
+        if not isinstance(table, dict):
+            raise ValueError(f"QConfig: {attr} must be a dict, got {type(table).__name__}")
+        for key, val in table.items():
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"QConfig: {attr} key {key!r} must be a non-empty str")
+            if val is not None and not isinstance(val, QConfig):
+                raise ValueError(f"QConfig: {attr}[{key!r}] must be a QConfig or None")
+            if val is not None and (val.module_types or val.module_paths):
+                raise ValueError(f"QConfig: {attr}[{key!r}] must not have overrides itself")
+
+    @property
+    def resolved_weight_granularity(self) -> str | None:
+        """Weight granularity with the default applied (None for float/fp16/bf16 weights)."""
+        if self.weight is None or self.weight in _FLOAT_WEIGHTS:
+            return None
+        if self.weight_granularity is not None:
+            return self.weight_granularity
+        return "per_group" if self.weight in _LOW_BIT else "per_channel"
+
+    def for_module(self, path: str, type_name: str) -> QConfig | None:
+        """Config for one module: longest matching path override, then type override, then self.
+
+        A path override ``"layer1"`` matches ``"layer1"`` and ``"layer1.0.conv"`` but not
+        ``"layer10"``. The returned config carries no overrides; None means keep float.
+        """
+        best = None
+        for key in self.module_paths:
+            covers = path == key or path.startswith(key + ".")
+            if covers and (best is None or len(key) > len(best)):
+                best = key
+        if best is not None:
+            return self.module_paths[best]
+        if type_name in self.module_types:
+            return self.module_types[type_name]
+        if self.weight is None:
+            return None
+        return self.replace(module_types={}, module_paths={})
+
+    def replace(self, **changes) -> QConfig:
+        """Copy with some fields changed (validated again)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise ValueError(f"QConfig: unknown fields {sorted(unknown)}; valid: {sorted(values)}")
+        values.update(changes)
+        return QConfig(**values)
+
+    def to_dict(self) -> dict:
+        """JSON-able dict (overrides nested as dicts or None)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("module_types", "module_paths")}
+        for attr in ("module_types", "module_paths"):
+            out[attr] = {k: (None if v is None else v.to_dict())
+                         for k, v in sorted(getattr(self, attr).items())}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> QConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError listing the valid ones."""
+        if not isinstance(data, dict):
+            raise ValueError(f"QConfig.from_dict: expected a dict, got {type(data).__name__}")
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ValueError(f"QConfig.from_dict: unknown keys {unknown}; valid: {valid}")
+        values = dict(data)
+        for attr in ("module_types", "module_paths"):
+            values[attr] = {k: (None if v is None else cls.from_dict(v))
+                            for k, v in values.get(attr, {}).items()}
+        return cls(**values)
+
+
+__all__ = ["QConfig"]

@@ -1,0 +1,96 @@
+"""Integer ranges and (scale, zero point) selection from a real range (contract §2.4, §2.10)."""
+from __future__ import annotations
+
+import numpy as np
+
+# (qmin, qmax) of the full range of every integer type we quantize to.
+_FULL_RANGES = {
+    "uint8": (0, 255),
+    "int8": (-128, 127),
+    "uint16": (0, 65535),
+    "int16": (-32768, 32767),
+    "uint4": (0, 15),
+    "int4": (-8, 7),
+}
+QUANT_DTYPES = tuple(_FULL_RANGES)
+
+# numpy container used to hold each quantized dtype (int4/uint4 are stored unpacked, one per byte).
+CONTAINER = {
+    "uint8": np.uint8, "int8": np.int8, "uint16": np.uint16, "int16": np.int16,
+    "uint4": np.uint8, "int4": np.int8,
+}
+
+_FP32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def check_dtype(dtype, arg: str = "dtype") -> str:
+    """Return the canonical name of a quantized dtype or raise ValueError naming ``arg``."""
+    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    if name not in _FULL_RANGES:
+        raise ValueError(f"{arg}={dtype!r} is not a quantized dtype; valid: {list(QUANT_DTYPES)}")
+    return name
+
+
+def qrange(dtype, symmetric: bool = False, narrow: bool | None = None) -> tuple[int, int]:
+    """Integer range ``(qmin, qmax)`` of a quantized dtype.
+
+    Parameters
+    ----------
+    dtype : str or numpy dtype
+        One of ``uint8, int8, uint16, int16, uint4, int4``.
+    symmetric : bool
+        Symmetric quantization. For signed types this drops the most negative value by default
+        (int8 -> [-127, 127], int4 -> [-7, 7]) so the range is sign-balanced (TFLite/TensorRT).
+    narrow : bool or None
+        Force (True) or forbid (False) dropping the most negative value; None means
+        ``symmetric and signed``. Unsigned types are never narrowed.
+    """
+    name = check_dtype(dtype)
+    qmin, qmax = _FULL_RANGES[name]
+    if narrow is None:
+        narrow = symmetric
+    if narrow and qmin < 0:
+        qmin += 1
+    return qmin, qmax
+
+
+def choose_qparams(rmin, rmax, dtype="uint8", symmetric: bool = False, narrow: bool | None = None):
+    """Scale and zero point covering ``[rmin, rmax]`` (scalars or per-channel arrays).
+
+    The range is first extended to include 0 so that real 0 is exact. Asymmetric:
+    ``s = fp32(fp32(rmax - rmin) / (qmax - qmin))``, ``z = clamp(rint(qmin - fp32(rmin / s)))``.
+    Symmetric: ``s = fp32(fp32(2 * max(|rmin|, |rmax|)) / (qmax - qmin))``,
+    ``z = rint((qmin + qmax) / 2)`` (0 for signed, 128 for uint8, 8 for uint4).
+    Degenerate ranges (``rmax == rmin`` after extension, or ``s`` below the smallest normal fp32)
+    give ``s = 1, z = 0`` (contract §2.10.6).
+
+    Returns
+    -------
+    scale : np.float32 or np.ndarray[float32]
+    zero_point : integer scalar or array in the container dtype of ``dtype``
+    """
+    name = check_dtype(dtype)
+    qmin, qmax = qrange(name, symmetric, narrow)
+    lo = np.minimum(np.asarray(rmin, dtype=np.float32), np.float32(0))
+    hi = np.maximum(np.asarray(rmax, dtype=np.float32), np.float32(0))
+    if lo.shape != hi.shape:
+        raise ValueError(f"choose_qparams: rmin shape {lo.shape} != rmax shape {hi.shape}")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise ValueError("choose_qparams: rmin/rmax must be finite (got NaN or Inf)")
+    levels = np.float32(qmax - qmin)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        if symmetric:
+            amax = np.maximum(-lo, hi)
+            scale = ((np.float32(2) * amax) / levels).astype(np.float32)
+            zp = np.full(scale.shape, np.rint((qmin + qmax) / 2.0), dtype=np.float64)
+        else:
+            scale = ((hi - lo) / levels).astype(np.float32)
+            zp = np.clip(np.rint(np.float32(qmin) - (lo / scale).astype(np.float32)), qmin, qmax)
+    if not np.all(np.isfinite(scale)):
+        raise ValueError("choose_qparams: range too wide, the fp32 scale overflows to inf")
+    degenerate = ~(scale >= np.float32(_FP32_TINY))
+    scale = np.where(degenerate, np.float32(1), scale).astype(np.float32)
+    zp = np.where(degenerate, 0, zp).astype(CONTAINER[name])
+    if scale.ndim == 0:
+        return np.float32(scale), zp[()]
+    return scale, zp
