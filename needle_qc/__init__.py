@@ -1,1 +1,26 @@
-"""needle_qc: post-training quantization compiler for Needle models."""
+"""needle_qc: post-training quantization compiler for Needle models.
+
+Public API (see docs/architecture.md)::
+
+    import needle_qc as qc
+    g = qc.trace(model, x)              # Graph; print(g); g.lint(); g(x) runs the interpreter
+    qc.run_passes(g, qc.FLOAT_PIPELINE) # fold-batchnorm, fuse-activations, cse, dce
+    qc.draw(g, "g.svg")                 # graphviz, compare= highlights what a pass changed
+    qc.ops.quantize_linear(...)         # ONNX-signature integer ops on numpy arrays
+"""
+from . import ops, passes, quantize
+from .errors import IRError, TraceError
+from .interpreter import Interpreter
+from .ir import Graph, Node
+from .opset import OpDef, get_op, register_op
+from .passes import FLOAT_PIPELINE, get_pass, list_passes, register_pass, run_passes
+from .pattern import Rule, replace_pattern, rewrite
+from .quantize import QConfig, make_observer
+from .tracer import trace
+from .viz import draw
+
+__all__ = [
+    "FLOAT_PIPELINE", "Graph", "IRError", "Interpreter", "Node", "OpDef", "QConfig", "Rule",
+    "TraceError", "draw", "get_op", "get_pass", "list_passes", "make_observer", "ops", "passes",
+    "quantize", "register_op", "register_pass", "replace_pattern", "rewrite", "run_passes", "trace",
+]

@@ -1,0 +1,104 @@
+"""``fuse-activations``: fold a ReLU into the op before it.
+
+- ``linear``/``conv2d`` + ``relu`` -> the layer with the attr ``activation="relu"`` (the
+  quantizer then clamps in the int32 -> int8 output stage instead of running a separate op);
+- ``add`` + ``relu`` -> ``add_relu`` (registered here; ResNet's residual join).
+
+A ReLU is fused only when it is the sole user of the op before it (else the pre-activation
+value is still needed elsewhere).
+
+Importing this module adds the optional attr ``activation`` (``"str?"``: absent means none) to
+the ``linear`` and ``conv2d`` rows of the op table with :func:`needle_qc.opset.register_op`;
+their evaluation applies it. Unfused graphs print and evaluate exactly as before.
+"""
+
+import dataclasses
+
+from .. import opset
+from . import register_pass
+
+ACTIVATIONS = ("relu",)
+LAYER_OPS = ("linear", "conv2d")
+
+
+def _relu(tensor):
+    import needle
+
+    return needle.ops.relu(tensor)
+
+
+def _with_activation(evaluate):
+    def run(inputs, attrs, ctx):
+        out = evaluate(inputs, attrs, ctx)
+        return _relu(out) if attrs.get("activation") == "relu" else out
+    return run
+
+
+def _add_activation_attr(name):
+    old = opset.get_op(name)
+    if "activation" in old.attrs:
+        return
+    new = dataclasses.replace(old, attrs={**old.attrs, "activation": "str?"},
+                              evaluate=_with_activation(old.evaluate),
+                              doc=old.doc + " Optional activation='relu' applies ReLU after.")
+    opset.register_op(new, replace=True)
+
+
+for _name in LAYER_OPS:
+    _add_activation_attr(_name)
+
+
+def _eval_add_relu(inputs, attrs, ctx):
+    import needle
+
+    return needle.ops.relu(needle.ops.add(*inputs))
+
+
+if "add_relu" not in opset.all_ops():
+    opset.register_op(opset.OpDef(
+        "add_relu", 2, {}, opset.get_op("add").shape_rule,
+        "relu(a + b) of two equal-shape tensors (fused residual join).", _eval_add_relu))
+
+
+def _sole_relu_user(node):
+    users = node.users
+    if len(users) == 1 and users[0].op == "relu":
+        return users[0]
+    return None
+
+
+def fuse_layer(graph, layer, relu):
+    """Give ``layer`` ``activation="relu"`` and drop ``relu``."""
+    layer.attrs["activation"] = "relu"
+    relu.replace_all_uses_with(layer)
+    graph.erase(relu)
+
+
+def fuse_add(graph, add, relu):
+    """Replace ``add`` + ``relu`` by one ``add_relu`` node where the relu was."""
+    with graph.inserting_before(relu):
+        fused = graph.call("add_relu", add.inputs, name=f"{add.name}_relu",
+                           meta={k: v for k, v in relu.meta.items()})
+    relu.replace_all_uses_with(fused)
+    graph.erase(relu)
+    graph.erase(add)
+
+
+@register_pass("fuse-activations")
+def fuse_activations(graph):
+    """Fuse every eligible relu (in place); True if any."""
+    changed = False
+    for node in graph.nodes:
+        if node.graph is None:
+            continue  # erased by an earlier fusion in this sweep
+        relu = _sole_relu_user(node)
+        if relu is None:
+            continue
+        if node.op in LAYER_OPS and not node.attrs.get("activation"):
+            fuse_layer(graph, node, relu)
+        elif node.op == "add":
+            fuse_add(graph, node, relu)
+        else:
+            continue
+        changed = True
+    return changed
