@@ -25,10 +25,10 @@ native:
 	@touch $(STAMP)
 
 demo: install
-	$(BIN)/python -m needle_qc demo
+	$(BIN)/python examples/train_mnist.py
 
 test: install
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile tests
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile tests
 
 test-fast: install
 	$(BIN)/python -m pytest -q -x -m "not slow" tests

@@ -1,1 +1,12 @@
 """Needle: the CMU Deep Learning Systems framework, clean-room, with dtype extensions."""
+
+# ruff: noqa: F401, F403, I001 (re-exports; init/nn/data/optim build on ops and autograd)
+from . import ops
+from .autograd import Tensor, TensorTuple, all_devices, cpu
+from .ops import *
+
+from . import init
+from .init import ones, ones_like, zeros, zeros_like
+
+from . import data, nn, optim
+from .backend_selection import *
