@@ -16,11 +16,14 @@ from .opset import OpDef, get_op, register_op
 from .passes import FLOAT_PIPELINE, get_pass, list_passes, register_pass, run_passes
 from .pattern import Rule, replace_pattern, rewrite
 from .quantize import QConfig, make_observer
+from .quantize.api import calibrate, convert, prepare_stages, quantize_pass, to_integer
 from .tracer import trace
 from .viz import draw
 
 __all__ = [
     "FLOAT_PIPELINE", "Graph", "IRError", "Interpreter", "Node", "OpDef", "QConfig", "Rule",
-    "TraceError", "draw", "get_op", "get_pass", "list_passes", "make_observer", "ops", "passes",
-    "quantize", "register_op", "register_pass", "replace_pattern", "rewrite", "run_passes", "trace",
+    "TraceError", "calibrate", "convert", "draw", "get_op", "get_pass", "list_passes",
+    "make_observer", "ops", "passes", "prepare_stages", "quantize", "quantize_pass",
+    "register_op", "register_pass", "replace_pattern", "rewrite", "run_passes", "to_integer",
+    "trace",
 ]

@@ -148,6 +148,11 @@ class Interpreter:
         return batch
 
     def _to_tensor(self, array, dtype):
+        if dtype == "bfloat16" and np.asarray(array).dtype == np.uint16:
+            # graph.tensors keeps bfloat16 as raw bits; Tensor() takes values (exact in bf16).
+            from needle.backend_ndarray.dtypes import bf16_bits_to_fp32
+
+            array = bf16_bits_to_fp32(array)
         return _needle().Tensor(array, device=self.device, dtype=dtype, requires_grad=False)
 
 

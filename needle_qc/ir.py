@@ -352,6 +352,16 @@ class Graph:
                 changed = True
         return changed
 
+    def rename(self, node, name):
+        """Give ``node`` the free name ``name`` (IRError if taken)."""
+        if node.graph is not self:
+            raise IRError(f"rename: %{node.name} belongs to another graph")
+        if name in self._by_name:
+            raise IRError(f"rename: %{name} already exists")
+        del self._by_name[node.name]
+        node.name = name
+        self._by_name[name] = node
+
     def copy(self):
         """A deep copy of the nodes; tensor arrays are shared (never mutate them in place)."""
         new = Graph()

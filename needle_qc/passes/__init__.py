@@ -175,3 +175,4 @@ FLOAT_PIPELINE = ["fold-batchnorm", "fuse-activations", "cse", "dce"]
 
 # The built-in passes register themselves on import; they need the registry above.
 from . import cse, dce, decompose, fold_batchnorm, fold_constants, fuse_activations  # noqa: E402,F401,I001
+from . import convert, dynamic, fuse_qdq, insert_observers, weight_only  # noqa: E402,F401,I001

@@ -1,4 +1,5 @@
 """Quantization numerics: config, observers, qparams, low-bit formats and NumPy reference ops."""
+from . import qops  # noqa: F401  (registers the quantization IR ops, so saved graphs parse)
 from .lowbit import (
     QuantizedWeight,
     bf16_to_float32,

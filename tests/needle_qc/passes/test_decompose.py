@@ -78,7 +78,7 @@ def test_batch_norm_and_relu_models_decompose_exactly():
     get_pass("decompose")(g)
     g.lint()
     assert not g.find(["linear", "conv2d", "batch_norm"])
-    assert len(g.find("relu")) == 2
+    assert len(g.find("relu")) == len(before.find("relu")) > 0
     assert_same_numbers(before, g, x)
 
 

@@ -1,0 +1,199 @@
+"""Shared helpers of the quantization passes: per-node configs, observers, new params.
+
+``annotate_qconfig(graph, cfg)`` resolves the QConfig for every quantizable node (overrides by
+module path and module type) and stores it as plain data in ``node.meta["qconfig"]``; the
+registered passes (``insert-observers``, ``weight-only``, ``dynamic``, ``convert``,
+``fuse-qdq``) read it from there, so they are ordinary ``fn(graph) -> bool`` passes and the
+decision survives ``graph.copy()``.
+"""
+
+import numpy as np
+
+from ..errors import IRError
+from .observers import observer_from_dict
+from .qconfig import QConfig
+
+LAYER_OPS = ("linear", "conv2d")
+"""Ops with a weight param: static (QDQ/integer), dynamic or weight-only."""
+ACTIVATION_OPS = ("matmul", "add", "add_relu")
+"""Ops of two activations: quantized only in static mode."""
+MODULE_TYPES = {"linear": "Linear", "conv2d": "Conv", "matmul": "matmul", "add": "add",
+                "add_relu": "add"}
+"""The module type name a node's config is looked up by (``QConfig.module_types`` keys)."""
+SHARED_QPARAM_OPS = ("reshape", "transpose", "permute", "max", "maximum")
+"""Ops that run on raw integers keeping their input's qparams (maximum: equal qparams only)."""
+
+
+def observers_of(graph):
+    """``graph.observers`` (name -> Observer), created empty when missing."""
+    observers = getattr(graph, "observers", None)
+    if observers is None:
+        observers = {}
+        graph.observers = observers
+    return observers
+
+
+def copy_graph(graph):
+    """``graph.copy()`` with its own copy of the observers (the IR's copy drops them)."""
+    new = graph.copy()
+    names = {node.name for node in new.nodes}
+    new.observers = {k: observer_from_dict(v.to_dict())
+                     for k, v in observers_of(graph).items() if k in names}
+    return new
+
+
+def _is_param(node):
+    return node.op in ("param", "constant")
+
+
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+def is_quantizable(node):
+    """True for nodes a QConfig may quantize (a layer with a param weight, or matmul/add),
+    reading float activations."""
+    activations = node.inputs[:1] if node.op in LAYER_OPS else node.inputs
+    if any(a.meta.get("dtype") not in FLOAT_DTYPES for a in activations):
+        return False
+    if node.op in LAYER_OPS:
+        return len(node.inputs) >= 2 and _is_param(node.inputs[1]) and \
+            (len(node.inputs) < 3 or _is_param(node.inputs[2]))
+    if node.op in ACTIVATION_OPS:
+        if any(_is_param(i) for i in node.inputs):
+            return False
+        return node.op == "matmul" or \
+            node.inputs[0].meta.get("shape") == node.inputs[1].meta.get("shape")
+    return False
+
+
+def annotate_qconfig(graph, cfg):
+    """Store the resolved per-node config in ``meta["qconfig"]``; returns the count annotated.
+
+    A ``matmul`` of an activation by a 2-D param whose module is quantized is first rewritten
+    as the equivalent bias-free ``linear`` (looked up with the module type ``Linear``).
+
+    A node whose config is None (kept float by an override) or has no weight dtype gets no
+    annotation. Raises ValueError if ``cfg`` is not a QConfig.
+    """
+    if not isinstance(cfg, QConfig):
+        raise ValueError(f"quantize: config must be a QConfig, got {type(cfg).__name__}")
+    count = 0
+    for node in graph.nodes:
+        if _is_weight_matmul(node) and _config_for(cfg, node, "linear") is not None:
+            node = matmul_to_linear(graph, node)
+        node.meta.pop("qconfig", None)
+        if not is_quantizable(node):
+            continue
+        local = _config_for(cfg, node, node.op)
+        if local is None or local.weight is None:
+            continue
+        if node.op in ACTIVATION_OPS and local.activation != "static":
+            continue
+        node.meta["qconfig"] = local.to_dict()
+        count += 1
+    return count
+
+
+def _config_for(cfg, node, op):
+    path = node.meta.get("module_path") or ""
+    return cfg.for_module(path, node.meta.get("module_type") or MODULE_TYPES[op])
+
+
+def _is_weight_matmul(node):
+    """``matmul(x [M, K], param [K, N])``: a linear layer without bias (e.g. an LSTM cell)."""
+    if node.op != "matmul" or not _is_param(node.inputs[1]) or _is_param(node.inputs[0]):
+        return False
+    x, w = node.inputs[0].meta.get("shape") or (), node.inputs[1].meta.get("shape") or ()
+    return len(x) == 2 and len(w) == 2
+
+
+def matmul_to_linear(graph, node):
+    """Replace ``matmul(x, w)`` by the equal ``linear(x, w)`` (same name), so that it can be
+    quantized like a layer; returns the new node."""
+    with graph.inserting_before(node):
+        new = graph.call("linear", node.inputs, name=f"{node.name}_linear")
+    for key in ("module_path", "source"):
+        if key in node.meta:
+            new.meta[key] = node.meta[key]
+    node.replace_all_uses_with(new)
+    name = node.name
+    graph.erase(node)
+    rename_node(graph, new, name)
+    return new
+
+
+def node_config(node):
+    """The node's resolved QConfig, or None when it stays float."""
+    data = node.meta.get("qconfig")
+    return None if data is None else QConfig.from_dict(data)
+
+
+def mode_of(node):
+    """``"static"``, ``"dynamic"``, ``"weight_only"`` or None (float) for an annotated node."""
+    cfg = node_config(node)
+    if cfg is None:
+        return None
+    return {"static": "static", "dynamic": "dynamic"}.get(cfg.activation, "weight_only")
+
+
+def fused_output(node):
+    """The value a layer's quantized output stands for: the node itself, or its sole relu user.
+
+    With ``fuse-activations`` the relu is already an ``activation="relu"`` attr; without it a
+    relu that is the only user of the layer is folded into the quantized op's clamp.
+    """
+    users = node.users
+    if node.op in LAYER_OPS and node.attrs.get("activation") is None and len(users) == 1 \
+            and users[0].op == "relu":
+        return users[0]
+    return node
+
+
+def has_relu(node):
+    """True when the layer's output passes through a relu (attr or sole relu user)."""
+    if node.op == "add_relu" or node.attrs.get("activation") == "relu":
+        return True
+    return fused_output(node) is not node
+
+
+def new_param(graph, before, name, array, module_path=None):
+    """Add a ``param`` holding ``array`` under a fresh name, right before the node ``before``."""
+    array = np.asarray(array)
+    # ascontiguousarray would turn a per-tensor () scale into shape (1,)
+    stored = np.ascontiguousarray(array) if array.ndim else array.copy()
+    with graph.inserting_before(before):
+        return graph.param(name, stored, module_path=module_path)
+
+
+def param_array(node):
+    """The stored array of a param/constant node; IRError naming it otherwise."""
+    if not _is_param(node):
+        raise IRError(f"%{node.name} is a {node.op}, expected a param")
+    return node.graph.tensors[node.attrs["tensor"]]
+
+
+def rename_node(graph, node, name):
+    """Give ``node`` the free name ``name`` (a rewritten op takes over its float op's name)."""
+    graph.rename(node, name)
+
+
+def replace_layer(graph, old, op, inputs, attrs):
+    """Insert ``op(inputs)`` where ``old`` is, move its users, erase it, take its name.
+
+    A fused ``activation="relu"`` of ``old`` becomes a separate ``relu`` after the new node.
+    """
+    with graph.inserting_before(old):
+        new = graph.call(op, inputs, attrs, name=f"{old.name}_new")
+        # print attrs in the op table's declared order, not defaults-first
+        new.attrs = {key: new.attrs[key] for key in new.opdef.attrs}
+        out = new
+        if old.attrs.get("activation") == "relu":
+            out = graph.call("relu", [new], name=f"{old.name}_relu")
+    for node in (new, out):
+        if "module_path" in old.meta:
+            node.meta["module_path"] = old.meta["module_path"]
+    old.replace_all_uses_with(out)
+    name = old.name
+    graph.erase(old)
+    rename_node(graph, new, name)
+    return new

@@ -1,0 +1,114 @@
+"""calibrate: the report, progress bar, batch forms and every error case."""
+
+import math
+
+import numpy as np
+import pytest
+
+from needle_qc.quantize import QConfig, choose_qparams
+from needle_qc.quantize.annotate import observers_of
+from needle_qc.quantize.api import calibrate, convert, quantize_pass
+
+from .qpass_models import batches, mlp
+
+STATIC = QConfig(weight="int8", activation="static")
+
+
+def test_report_has_range_drift_and_qparams_per_observer():
+    prepared = quantize_pass(mlp(), STATIC)
+    data = batches((6, 4), count=10)
+    report = calibrate(prepared, data, progress=False)
+    assert report.batches == 10
+    assert list(report.observers) == ["x_obs", "fc1_obs", "fc2_obs"]
+    x = report.observers["x_obs"]
+    everything = np.concatenate(data)
+    assert x.range == (float(everything.min()), float(everything.max()))
+    assert x.n_updates == 10
+    s, z = choose_qparams(everything.min(), everything.max(), "uint8")
+    assert (x.scale, x.zero_point) == (float(s), int(z))
+    # drift over the last 10% (1 batch): range before it vs after it, over the final width
+    before = np.concatenate(data[:9])
+    lo_d, hi_d = abs(everything.min() - before.min()), abs(everything.max() - before.max())
+    width = everything.max() - everything.min()
+    assert x.drift == pytest.approx(max(lo_d, hi_d) / width, rel=1e-6)
+    assert report.observers["fc1_obs"].range[0] == 0.0  # after the fused relu
+    text = str(report)
+    assert "calibration: 10 batches, 3 observers" in text and "fc2_obs" in text
+
+
+def test_one_batch_drift_is_nan_and_printed_as_na():
+    prepared = quantize_pass(mlp(), STATIC)
+    report = calibrate(prepared, batches((6, 4), count=1), progress=False)
+    assert math.isnan(report.observers["x_obs"].drift)
+    assert "n/a" in str(report)
+
+
+def test_tuple_batches_use_the_first_item():
+    prepared = quantize_pass(mlp(), STATIC)
+    data = [(x, np.zeros(len(x))) for x in batches((6, 4), count=3)]
+    report = calibrate(prepared, data, progress=False)
+    assert report.batches == 3
+
+
+def test_progress_bar_goes_to_stderr(capsys):
+    prepared = quantize_pass(mlp(), STATIC)
+    calibrate(prepared, batches((6, 4), count=2), progress=True)
+    assert "calibrate" in capsys.readouterr().err
+
+
+def test_nan_batch_names_the_observer_node():
+    prepared = quantize_pass(mlp(), STATIC)
+    bad = batches((6, 4), count=1)[0]
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="'x_obs': 1 NaN/Inf values"):
+        calibrate(prepared, [bad], progress=False)
+
+
+def test_static_config_without_data_is_an_error():
+    prepared = quantize_pass(mlp(), STATIC)
+    with pytest.raises(ValueError, match="needs calibration data, but `batches` was empty"):
+        calibrate(prepared, [], progress=False)
+
+
+def test_uncalibrated_convert_is_an_error():
+    prepared = quantize_pass(mlp(), STATIC)
+    with pytest.raises(ValueError, match="observer %x_obs has no calibration data"):
+        convert(prepared)
+
+
+def test_weight_only_needs_no_data():
+    prepared = quantize_pass(mlp(), QConfig(weight="int4"))
+    report = calibrate(prepared, [], progress=False)
+    assert report.batches == 0 and report.observers == {}
+
+
+def test_degenerate_range_gives_scale_1_zero_point_0():
+    prepared = quantize_pass(mlp(), STATIC)
+    report = calibrate(prepared, [np.zeros((3, 4), np.float32)], progress=False)
+    x = report.observers["x_obs"]
+    assert (x.scale, x.zero_point, x.degenerate) == (1.0, 0, True)
+    assert "degenerate" in str(report)
+    qdq = convert(prepared)
+    assert qdq.node("x_q").meta["qparams"] == {"s": 1.0, "z": 0}
+
+
+def test_batch_with_too_few_items_is_an_error():
+    prepared = quantize_pass(mlp(), STATIC)
+    with pytest.raises(ValueError, match="a batch holds 0 items, the graph takes 1 inputs"):
+        calibrate(prepared, [()], progress=False)
+
+
+def test_calibrating_twice_accumulates():
+    prepared = quantize_pass(mlp(), STATIC)
+    calibrate(prepared, batches((6, 4), count=2), progress=False)
+    calibrate(prepared, batches((6, 4), count=3, seed=5), progress=False)
+    assert observers_of(prepared)["x_obs"].n_updates == 5
+
+
+def test_stages_copy_the_observers():
+    prepared = quantize_pass(mlp(), STATIC)
+    calibrate(prepared, batches((6, 4), count=2), progress=False)
+    qdq = convert(prepared)
+    assert not qdq.find("observer") and observers_of(qdq) == {}
+    assert sorted(observers_of(prepared)) == ["fc1_obs", "fc2_obs", "x_obs"]
+    assert observers_of(prepared)["x_obs"].n_updates == 2
