@@ -10,3 +10,7 @@ from .init import ones, ones_like, zeros, zeros_like
 
 from . import data, nn, optim
 from .backend_selection import *
+
+# Additions beyond the course API: model zoo and .npz state dicts (never pickle).
+from . import models, serialization
+from .serialization import load, save

@@ -9,6 +9,7 @@ Public API (see docs/architecture.md)::
     qc.ops.quantize_linear(...)         # ONNX-signature integer ops on numpy arrays
 """
 from . import ops, passes, quantize
+from .compile import compile
 from .errors import IRError, TraceError
 from .interpreter import Interpreter
 from .ir import Graph, Node
@@ -17,13 +18,15 @@ from .passes import FLOAT_PIPELINE, get_pass, list_passes, register_pass, run_pa
 from .pattern import Rule, replace_pattern, rewrite
 from .quantize import QConfig, make_observer
 from .quantize.api import calibrate, convert, prepare_stages, quantize_pass, to_integer
+from .runtime import CompiledModel
+from .serialize import load, save
 from .tracer import trace
 from .viz import draw
 
 __all__ = [
-    "FLOAT_PIPELINE", "Graph", "IRError", "Interpreter", "Node", "OpDef", "QConfig", "Rule",
-    "TraceError", "calibrate", "convert", "draw", "get_op", "get_pass", "list_passes",
-    "make_observer", "ops", "passes", "prepare_stages", "quantize", "quantize_pass",
-    "register_op", "register_pass", "replace_pattern", "rewrite", "run_passes", "to_integer",
-    "trace",
+    "CompiledModel", "FLOAT_PIPELINE", "Graph", "IRError", "Interpreter", "Node", "OpDef",
+    "QConfig", "Rule", "TraceError", "calibrate", "compile", "convert", "draw", "get_op",
+    "get_pass", "list_passes", "load", "make_observer", "ops", "passes", "prepare_stages",
+    "quantize", "quantize_pass", "register_op", "register_pass", "replace_pattern", "rewrite",
+    "run_passes", "save", "to_integer", "trace",
 ]

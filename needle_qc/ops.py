@@ -90,3 +90,8 @@ def conv_integer(x, w, x_zero_point=None, w_zero_point=None, auto_pad="NOTSET", 
     return _impl("conv_integer", backend)(
         x, w, x_zero_point, w_zero_point, auto_pad=auto_pad, dilations=dilations, group=group,
         kernel_shape=kernel_shape, pads=pads, strides=strides)
+
+
+from .ops_native import register as _register_native  # noqa: E402
+
+_register_native()
