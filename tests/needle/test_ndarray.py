@@ -115,7 +115,8 @@ def test_batched_matmul_broadcasts_leading_dims(device):
         a @ _arr((2, 5, 5), device)[1]
 
 
-def test_tiled_matmul_path_is_used_when_sizes_divide_the_tile(monkeypatch):
+def test_cpu_matmul_skips_the_tiled_layout_but_matmul_tiled_still_works(monkeypatch):
+    """`@` on cpu() takes the packed matmul; the course's matmul_tiled stays callable and right."""
     device = nd.cpu()
     if not device.enabled() or not hasattr(device, "matmul_tiled"):
         pytest.skip("C++ backend with matmul_tiled not built")
@@ -125,6 +126,9 @@ def test_tiled_matmul_path_is_used_when_sizes_divide_the_tile(monkeypatch):
     a_np, a = _arr((16, 24), device)
     b_np, b = _arr((24, 8), device, seed=1)
     np.testing.assert_allclose((a @ b).numpy(), a_np @ b_np, rtol=1e-4, atol=1e-4)
+    assert calls == []
+    tiled = nd.ndarray._matmul_tiled(a, b, device.__tile_size__)
+    np.testing.assert_allclose(tiled.numpy(), a_np @ b_np, rtol=1e-4, atol=1e-4)
     assert len(calls) == 1
 
 

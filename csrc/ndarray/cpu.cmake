@@ -1,0 +1,28 @@
+# C++ CPU NDArray backend: pybind11 module needle/backend_ndarray/ndarray_backend_cpu.
+# SIMD kernels live in their own translation units compiled with -mavx2 -mfma -mf16c; the rest of
+# the module is baseline x86-64, and the SIMD paths are chosen at run time (never -march=native).
+set(NEEDLE_CPU_SOURCES
+  ${CMAKE_CURRENT_SOURCE_DIR}/cpu_module.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/cpu_memory.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/cpu_parallel.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/cpu_convert.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/cpu_strided.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/cpu_ewise.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/cpu_reduce.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/cpu_matmul.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/cpu_sgemm.cc
+)
+set(NEEDLE_CPU_SIMD_SOURCES
+  ${CMAKE_CURRENT_SOURCE_DIR}/cpu_sgemm_avx2.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/cpu_f16c.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/cpu_vmath_avx2.cc
+)
+pybind11_add_module(ndarray_backend_cpu MODULE ${NEEDLE_CPU_SOURCES} ${NEEDLE_CPU_SIMD_SOURCES})
+target_link_libraries(ndarray_backend_cpu PRIVATE Threads::Threads)
+target_compile_options(ndarray_backend_cpu PRIVATE -O3 -Wall -Wextra -fno-math-errno)
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
+  set_source_files_properties(${NEEDLE_CPU_SIMD_SOURCES}
+    PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
+  target_compile_definitions(ndarray_backend_cpu PRIVATE NEEDLE_X86_SIMD=1)
+endif()
+install(TARGETS ndarray_backend_cpu LIBRARY DESTINATION needle/backend_ndarray)

@@ -1,0 +1,178 @@
+// AVX2+FMA exp/log/tanh: range reduction plus minimax polynomials (Cephes coefficients), with
+// IEEE special cases (NaN, +-inf, 0, negatives, subnormal inputs and results) handled by blends.
+#include "cpu_vmath.h"
+
+#include "cpu_parallel.h"
+
+#if defined(NEEDLE_X86_SIMD)
+#include <immintrin.h>
+#endif
+
+namespace needle {
+namespace cpu {
+
+#if defined(NEEDLE_X86_SIMD)
+namespace {
+
+inline __m256 set1(float v) { return _mm256_set1_ps(v); }
+
+// 2^n for integer-valued n in [-150, 128], as two factors so subnormal results are exact.
+inline __m256 scale_pow2(__m256 y, __m256 n) {
+  const __m256 half = _mm256_round_ps(_mm256_mul_ps(n, set1(0.5f)),
+                                      _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m256 rest = _mm256_sub_ps(n, half);
+  auto pow2 = [](__m256 k) {
+    const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+  };
+  return _mm256_mul_ps(_mm256_mul_ps(y, pow2(half)), pow2(rest));
+}
+
+inline __m256 exp8(__m256 x) {
+  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, set1(-104.0f)), set1(89.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, set1(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // r = x - n ln2, with ln2 split so n * hi is exact
+  __m256 r = _mm256_fnmadd_ps(n, set1(0.693359375f), xc);
+  r = _mm256_fnmadd_ps(n, set1(-2.12194440e-4f), r);
+  __m256 p = set1(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, set1(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, set1(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, set1(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, set1(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, set1(5.0000001201e-1f));
+  const __m256 r2 = _mm256_mul_ps(r, r);
+  const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), set1(1.0f));
+  __m256 out = scale_pow2(y, n);
+  out = _mm256_blendv_ps(out, set1(__builtin_inff()), _mm256_cmp_ps(x, set1(88.7228394f),
+                                                                     _CMP_GT_OQ));
+  return _mm256_blendv_ps(out, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));  // NaN stays NaN
+}
+
+inline __m256 log8(__m256 x) {
+  // Subnormal inputs: scale by 2^23 first so the exponent extraction below sees a normal.
+  const __m256 tiny = _mm256_cmp_ps(x, set1(1.17549435e-38f), _CMP_LT_OQ);
+  const __m256 xs = _mm256_blendv_ps(x, _mm256_mul_ps(x, set1(8388608.0f)), tiny);
+  const __m256i bits = _mm256_castps_si256(xs);
+  __m256 e = _mm256_cvtepi32_ps(
+      _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126)));
+  e = _mm256_sub_ps(e, _mm256_and_ps(tiny, set1(23.0f)));
+  // mantissa in [0.5, 1)
+  __m256 m = _mm256_castsi256_ps(_mm256_or_si256(
+      _mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x3f000000)));
+  // move m into [sqrt(1/2), sqrt(2)) so f = m - 1 is small
+  const __m256 small = _mm256_cmp_ps(m, set1(0.707106781186547524f), _CMP_LT_OQ);
+  e = _mm256_sub_ps(e, _mm256_and_ps(small, set1(1.0f)));
+  m = _mm256_add_ps(m, _mm256_and_ps(small, m));
+  const __m256 f = _mm256_sub_ps(m, set1(1.0f));
+  __m256 p = set1(7.0376836292e-2f);
+  p = _mm256_fmadd_ps(p, f, set1(-1.1514610310e-1f));
+  p = _mm256_fmadd_ps(p, f, set1(1.1676998740e-1f));
+  p = _mm256_fmadd_ps(p, f, set1(-1.2420140846e-1f));
+  p = _mm256_fmadd_ps(p, f, set1(1.4249322787e-1f));
+  p = _mm256_fmadd_ps(p, f, set1(-1.6668057665e-1f));
+  p = _mm256_fmadd_ps(p, f, set1(2.0000714765e-1f));
+  p = _mm256_fmadd_ps(p, f, set1(-2.4999993993e-1f));
+  p = _mm256_fmadd_ps(p, f, set1(3.3333331174e-1f));
+  const __m256 f2 = _mm256_mul_ps(f, f);
+  __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, f2), f);
+  y = _mm256_fmadd_ps(e, set1(-2.12194440e-4f), y);
+  y = _mm256_fnmadd_ps(set1(0.5f), f2, y);
+  __m256 out = _mm256_add_ps(f, y);
+  out = _mm256_fmadd_ps(e, set1(0.693359375f), out);
+  // special cases: x == 0 -> -inf, x < 0 -> NaN, +inf -> +inf, NaN -> NaN
+  const __m256 inf = set1(__builtin_inff());
+  out = _mm256_blendv_ps(out, inf, _mm256_cmp_ps(x, inf, _CMP_EQ_OQ));
+  out = _mm256_blendv_ps(out, _mm256_sub_ps(set1(0.0f), inf),
+                         _mm256_cmp_ps(x, set1(0.0f), _CMP_EQ_OQ));
+  const __m256 bad = _mm256_or_ps(_mm256_cmp_ps(x, set1(0.0f), _CMP_LT_OQ),
+                                  _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+  return _mm256_blendv_ps(out, set1(__builtin_nanf("")), bad);
+}
+
+inline __m256 tanh8(__m256 x) {
+  const __m256 sign = _mm256_and_ps(x, set1(-0.0f));
+  const __m256 ax = _mm256_andnot_ps(set1(-0.0f), x);
+  // |x| < 0.625: odd polynomial (no cancellation); else 1 - 2 / (exp(2|x|) + 1).
+  const __m256 z = _mm256_mul_ps(x, x);
+  __m256 p = set1(-5.70498872745e-3f);
+  p = _mm256_fmadd_ps(p, z, set1(2.06390887954e-2f));
+  p = _mm256_fmadd_ps(p, z, set1(-5.37397155531e-2f));
+  p = _mm256_fmadd_ps(p, z, set1(1.33314422036e-1f));
+  p = _mm256_fmadd_ps(p, z, set1(-3.33332819422e-1f));
+  const __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
+  // |x| > 9.5 gives 1.0f anyway; clamping skips exp's overflow path
+  const __m256 axc = _mm256_min_ps(ax, set1(9.5f));
+  const __m256 e = exp8(_mm256_add_ps(axc, axc));
+  __m256 big = _mm256_sub_ps(set1(1.0f), _mm256_div_ps(set1(2.0f), _mm256_add_ps(e, set1(1.0f))));
+  big = _mm256_or_ps(big, sign);
+  const __m256 out = _mm256_blendv_ps(big, small, _mm256_cmp_ps(ax, set1(0.625f), _CMP_LT_OQ));
+  return _mm256_blendv_ps(out, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+// Full vectors straight from memory; the tail through a padded buffer so every element gets
+// the same arithmetic wherever it sits.
+template <typename F>
+void apply(F f, const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, f(_mm256_loadu_ps(x + i)));
+  if (i < n) {
+    alignas(32) float buf[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    for (int64_t j = i; j < n; ++j) buf[j - i] = x[j];
+    _mm256_store_ps(buf, f(_mm256_load_ps(buf)));
+    for (int64_t j = i; j < n; ++j) y[j] = buf[j - i];
+  }
+}
+
+}  // namespace
+
+float max_avx2(const float* a, int64_t n) {
+  // _mm256_max_ps(r, x) is r > x ? r : x, as the scalar loop; NaNs are tracked separately.
+  const __m256 lowest = set1(-__builtin_inff());
+  __m256 r0 = lowest, r1 = lowest, r2 = lowest, r3 = lowest;
+  __m256 nan = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256 x0 = _mm256_loadu_ps(a + i), x1 = _mm256_loadu_ps(a + i + 8);
+    const __m256 x2 = _mm256_loadu_ps(a + i + 16), x3 = _mm256_loadu_ps(a + i + 24);
+    r0 = _mm256_max_ps(r0, x0);
+    r1 = _mm256_max_ps(r1, x1);
+    r2 = _mm256_max_ps(r2, x2);
+    r3 = _mm256_max_ps(r3, x3);
+    const __m256 u01 = _mm256_cmp_ps(x0, x1, _CMP_UNORD_Q);
+    const __m256 u23 = _mm256_cmp_ps(x2, x3, _CMP_UNORD_Q);
+    nan = _mm256_or_ps(nan, _mm256_or_ps(u01, u23));
+  }
+  alignas(32) float lanes[32];
+  _mm256_store_ps(lanes, r0);
+  _mm256_store_ps(lanes + 8, r1);
+  _mm256_store_ps(lanes + 16, r2);
+  _mm256_store_ps(lanes + 24, r3);
+  bool any_nan = _mm256_movemask_ps(nan) != 0;
+  float m = -__builtin_inff();
+  for (int j = 0; j < 32; ++j) m = m > lanes[j] ? m : lanes[j];
+  for (; i < n; ++i) {
+    any_nan |= a[i] != a[i];
+    m = m > a[i] ? m : a[i];
+  }
+  return any_nan ? __builtin_nanf("") : m;
+}
+
+bool vmath_avx2_supported() {
+  static const bool ok =
+      !simd_disabled() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+void exp_avx2(const float* x, float* y, int64_t n) { apply(exp8, x, y, n); }
+void log_avx2(const float* x, float* y, int64_t n) { apply(log8, x, y, n); }
+void tanh_avx2(const float* x, float* y, int64_t n) { apply(tanh8, x, y, n); }
+#else
+bool vmath_avx2_supported() { return false; }
+float max_avx2(const float*, int64_t) { return 0.0f; }
+void exp_avx2(const float*, float*, int64_t) {}
+void log_avx2(const float*, float*, int64_t) {}
+void tanh_avx2(const float*, float*, int64_t) {}
+#endif
+
+}  // namespace cpu
+}  // namespace needle
