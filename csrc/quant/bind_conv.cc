@@ -1,0 +1,132 @@
+// bind_conv.cc: Python bindings of the int8 NHWC convolutions (im2col + GEMM, direct 1x1).
+#include <utility>
+
+#include "bind_gemm.h"
+#include "conv.h"
+
+namespace needle_qc {
+
+namespace {
+
+PackedConvWeight pack_conv_weight_s8(const py::handle& w_obj, const py::handle& zp_obj) {
+  auto w = as_array<int8_t>(w_obj, "w", 4);
+  PackedConvWeight p;
+  p.KH = w.shape(0);
+  p.KW = w.shape(1);
+  p.Cin = w.shape(2);
+  p.Cout = w.shape(3);
+  auto flat = w.reshape({static_cast<py::ssize_t>(p.KH * p.KW * p.Cin),
+                         static_cast<py::ssize_t>(p.Cout)});
+  p.gemm = pack_weight_s8_py(flat, zp_obj);
+  return p;
+}
+
+std::pair<size_t, size_t> pair_arg(const py::handle& v, const char* name) {
+  if (py::isinstance<py::int_>(v)) {
+    long s = v.cast<long>();
+    if (s < 0) bad_arg(name, "must be >= 0");
+    return {size_t(s), size_t(s)};
+  }
+  auto t = v.cast<py::tuple>();
+  if (t.size() != 2) bad_arg(name, "expected an int or a pair (h, w)");
+  long a = t[0].cast<long>(), b = t[1].cast<long>();
+  if (a < 0 || b < 0) bad_arg(name, "must be >= 0");
+  return {size_t(a), size_t(b)};
+}
+
+struct ConvCall {
+  py::array_t<uint8_t, py::array::c_style> x;
+  size_t batch = 0;
+  ConvGeometry geom{1, 1, 1, 1, 1, 1, 1, 0, 0};
+  uint8_t x_zp = 0;
+};
+
+ConvCall parse_conv(const py::handle& x_obj, int x_zp, const PackedConvWeight& w,
+                    const py::handle& stride, const py::handle& padding) {
+  ConvCall c;
+  c.x = as_array<uint8_t>(x_obj, "x", 4);
+  if (static_cast<size_t>(c.x.shape(3)) != w.Cin)
+    bad_arg("x", "has C = " + std::to_string(c.x.shape(3)) + " channels (NHWC) but w expects " +
+                     std::to_string(w.Cin));
+  if (x_zp < 0 || x_zp > 255) bad_arg("x_zero_point", "outside [0, 255]");
+  auto [sh, sw] = pair_arg(stride, "stride");
+  auto [ph, pw] = pair_arg(padding, "padding");
+  if (sh == 0 || sw == 0) bad_arg("stride", "must be >= 1");
+  c.batch = c.x.shape(0);
+  c.geom = ConvGeometry(c.x.shape(1), c.x.shape(2), w.Cin, w.KH, w.KW, sh, sw, ph, pw);
+  if (c.geom.OH == 0 || c.geom.OW == 0) bad_arg("x", "is smaller than the kernel");
+  c.x_zp = static_cast<uint8_t>(x_zp);
+  return c;
+}
+
+py::array run_conv(const ConvCall& c, const PackedConvWeight& w, OutputKind kind,
+                   OutputParams p, const py::dtype& dtype, size_t out_itemsize) {
+  const ConvGeometry& g = c.geom;
+  std::vector<py::ssize_t> shape = {py::ssize_t(c.batch), py::ssize_t(g.OH), py::ssize_t(g.OW),
+                                    py::ssize_t(w.Cout)};
+  py::array out(dtype, shape);
+  uint8_t* dst = static_cast<uint8_t*>(out.mutable_data());
+  const int32_t zp = c.x_zp;
+  p.a_zp = &zp;
+  p.a_zp_per_row = false;
+  const Isa isa = selected_isa();
+  const size_t image_in = g.H * g.W * g.C, image_out = g.OH * g.OW * w.Cout * out_itemsize;
+  py::gil_scoped_release nogil;
+  for (size_t n = 0; n < c.batch; ++n) {
+    PackedA a = im2col_pack(c.x.data() + n * image_in, g, c.x_zp, isa == Isa::avx2,
+                            !w.gemm.zero_point_is_zero);
+    gemm_u8s8(a, w.gemm, isa, GemmOptions{}, kind, p, dst + n * image_out);
+  }
+  return out;
+}
+
+py::array conv_requant(const py::handle& x, int x_zp, const PackedConvWeight& w,
+                       const py::handle& stride, const py::handle& padding,
+                       const py::handle& bias, const py::handle& multiplier, int y_zp, int qmin,
+                       int qmax, const std::string& out_dtype) {
+  ConvCall c = parse_conv(x, x_zp, w, stride, padding);
+  RequantArgs r = parse_requant(bias, multiplier, y_zp, qmin, qmax, out_dtype, w.Cout);
+  return run_conv(c, w, OutputKind::requant, r.params, r.dtype, 1);
+}
+
+py::array conv_f32(const py::handle& x, int x_zp, const PackedConvWeight& w,
+                   const py::handle& stride, const py::handle& padding, const py::handle& scale,
+                   const py::handle& bias, bool relu) {
+  ConvCall c = parse_conv(x, x_zp, w, stride, padding);
+  FloatOutArgs f = parse_float_out(scale, bias, relu, py::none(), 0, w.Cout);
+  return run_conv(c, w, OutputKind::f32, f.params, py::dtype::of<float>(), 4);
+}
+
+py::array conv_s32(const py::handle& x, int x_zp, const PackedConvWeight& w,
+                   const py::handle& stride, const py::handle& padding) {
+  ConvCall c = parse_conv(x, x_zp, w, stride, padding);
+  return run_conv(c, w, OutputKind::s32, OutputParams{}, py::dtype::of<int32_t>(), 4);
+}
+
+}  // namespace
+
+void bind_conv(py::module_& m) {
+  py::class_<PackedConvWeight>(m, "PackedConvWeight",
+                               "int8 conv weights [KH, KW, Cin, Cout] packed for the GEMM.")
+      .def_property_readonly("kernel_shape", [](const PackedConvWeight& w) {
+        return py::make_tuple(w.KH, w.KW, w.Cin, w.Cout);
+      })
+      .def_property_readonly("gemm_weight", [](const PackedConvWeight& w) { return w.gemm; })
+      .def_property_readonly("nbytes", [](const PackedConvWeight& w) { return w.gemm.nbytes(); });
+  m.def("pack_conv_weight_s8", &pack_conv_weight_s8, py::arg("w"),
+        py::arg("w_zero_point") = py::none(),
+        "Pack int8 conv weights w[KH, KW, Cin, Cout] (Needle layout), zero points [Cout] or [1].");
+  m.def("conv2d_u8s8_requant", &conv_requant, py::arg("x"), py::arg("x_zero_point"),
+        py::arg("w"), py::arg("stride"), py::arg("padding"), py::arg("bias"),
+        py::arg("multiplier"), py::arg("y_zero_point"), py::arg("qmin"), py::arg("qmax"),
+        py::arg("out_dtype") = "uint8",
+        "NHWC uint8 conv -> requantized NHWC (same output stage as gemm_u8s8_requant).");
+  m.def("conv2d_u8s8_f32", &conv_f32, py::arg("x"), py::arg("x_zero_point"), py::arg("w"),
+        py::arg("stride"), py::arg("padding"), py::arg("scale"),
+        py::arg("bias") = py::none(), py::arg("relu") = false,
+        "NHWC uint8 conv -> float32 NHWC: float(acc) * scale[co] + bias[co].");
+  m.def("conv2d_u8s8_s32", &conv_s32, py::arg("x"), py::arg("x_zero_point"), py::arg("w"),
+        py::arg("stride") = 1, py::arg("padding") = 0, "ConvInteger: NHWC int32 accumulators.");
+}
+
+}  // namespace needle_qc
