@@ -510,19 +510,3 @@ def convert(observed, target="cpu", force_int8=False):
                          "calibration; the observed model has seen no batches")
     return QuantizedModel(observed.float_model, observed.qconfig, observed=observed,
                           batch_dims=observed.batch_dims, target=target, force_int8=force_int8)
-
-
-def _module_quantize(self, data_type="int8", **kwargs):
-    """Weight-only quantized copy of this module (``needle.quantization.quantize``)."""
-    return quantize(self, data_type=data_type, **kwargs)
-
-
-def _install_module_method():
-    # Until nn.Module defines quantize itself, give it the proposal's one-liner.
-    from needle import nn
-
-    if not hasattr(nn.Module, "quantize"):
-        nn.Module.quantize = _module_quantize
-
-
-_install_module_method()

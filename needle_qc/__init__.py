@@ -8,7 +8,8 @@ Public API (see docs/architecture.md)::
     qc.draw(g, "g.svg")                 # graphviz, compare= highlights what a pass changed
     qc.ops.quantize_linear(...)         # ONNX-signature integer ops on numpy arrays
 """
-from . import ops, passes, quantize
+from . import ops, passes, quantize, zoo
+from .compare import CompareReport, compare, deviation
 from .compile import compile
 from .errors import IRError, TraceError
 from .interpreter import Interpreter
@@ -24,9 +25,10 @@ from .tracer import trace
 from .viz import draw
 
 __all__ = [
-    "CompiledModel", "FLOAT_PIPELINE", "Graph", "IRError", "Interpreter", "Node", "OpDef",
-    "QConfig", "Rule", "TraceError", "calibrate", "compile", "convert", "draw", "get_op",
-    "get_pass", "list_passes", "load", "make_observer", "ops", "passes", "prepare_stages",
-    "quantize", "quantize_pass", "register_op", "register_pass", "replace_pattern", "rewrite",
-    "run_passes", "save", "to_integer", "trace",
+    "CompareReport", "CompiledModel", "FLOAT_PIPELINE", "Graph", "IRError", "Interpreter",
+    "Node", "OpDef", "QConfig", "Rule", "TraceError", "calibrate", "compare", "compile",
+    "convert", "deviation", "draw", "get_op", "get_pass", "list_passes", "load",
+    "make_observer", "ops", "passes", "prepare_stages", "quantize", "quantize_pass",
+    "register_op", "register_pass", "replace_pattern", "rewrite", "run_passes", "save",
+    "to_integer", "trace", "zoo",
 ]

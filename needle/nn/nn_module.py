@@ -76,6 +76,12 @@ class Module:
             m.training = False
         return self
 
+    def quantize(self, data_type="int8", **kwargs):
+        """Weight-only quantized copy of this module (see ``needle.quantization.quantize``)."""
+        from needle import quantization
+
+        return quantization.quantize(self, data_type=data_type, **kwargs)
+
     def train(self):
         """Switch this module and all children to training mode."""
         for _, m in self.named_modules():

@@ -1,4 +1,7 @@
 """The proposal's API (needle.quantization): Module.quantize, insert_observer, quantize."""
+import runpy
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -151,3 +154,21 @@ def test_bad_arguments_are_clear_errors(mlp, digits):
         quantization.convert(mlp)
     with pytest.raises(ValueError, match="weight-only"):
         quantization.quantize(mlp, "float16", "dynamic")
+
+
+def _example(name):
+    return str(Path(__file__).resolve().parents[2] / "examples" / name)
+
+
+def test_the_seed_api_example_runs_the_proposal_snippets(capsys):
+    runpy.run_path(_example("seed_api.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "case 1: weight-only int8" in out and "case 2: static int8" in out
+    assert "output vs float32: SQNR" in out
+
+
+def test_the_quickstart_example_runs(tmp_path, capsys):
+    module = runpy.run_path(_example("quickstart.py"))
+    assert module["main"](["--model", "mlp", "--out", str(tmp_path)]) == 0
+    assert "held-out top-1: float32" in capsys.readouterr().out
+    assert len(list(tmp_path.iterdir())) >= 2
