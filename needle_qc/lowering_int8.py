@@ -1,0 +1,236 @@
+"""Builders of the int8 layers with packed weights: qlinear, qconv2d, linear_dynamic."""
+
+import numpy as np
+
+from .lowering_common import INT32_MAX, _kernels, _qp, _weight_record
+from .lowering_float import F32Matmul, _conv_f32_nhwc, _linear_f32
+from .lowering_program import Impl
+from .quantize.qparams import qrange
+from .quantize.reference import requant_multiplier
+
+PAIR_LIMIT = 32767  # vpmaddubsw saturates each u8*s8 pair sum to int16
+
+
+# ----------------------------------------------------------------------------- layer helpers
+
+def _as_vector(scale, n):
+    s = np.asarray(scale, np.float32).reshape(-1)
+    return np.ascontiguousarray(np.broadcast_to(s, (n,)) if s.size == 1 else s)
+
+
+def _layer_check(node, bound, bias):
+    """Refuse a layer whose int32 accumulator (bias included) could overflow."""
+    worst = int(bound) + (int(np.abs(bias.astype(np.int64)).max()) if bias is not None
+                          and bias.size else 0)
+    if worst > INT32_MAX:
+        raise ValueError(f"%{node.name} ({node.op}): the int32 accumulator could overflow: "
+                         f"|sum| <= {bound} plus |bias| gives {worst} > 2^31-1; quantize this "
+                         "layer with fewer input channels per output, a narrower range, or "
+                         "keep it float")
+
+
+def _fast_path(q, x_dtype, pw, a_max):
+    """(allow_fast, why): the u8s8 fast path only where no int16 pair sum can saturate."""
+    if x_dtype != "uint8":
+        return False, "exact path (int8 activations)"
+    claim = a_max * pw.max_pair_abs
+    if claim <= PAIR_LIMIT:
+        return True, f"fast path proven: {a_max} x max_pair_abs {pw.max_pair_abs} = " \
+                     f"{claim} <= {PAIR_LIMIT}"
+    return False, f"exact path: {a_max} x max_pair_abs {pw.max_pair_abs} = {claim} > " \
+                  f"{PAIR_LIMIT} could saturate"
+
+
+# ----------------------------------------------------------------------------- builders
+
+def build_qlinear(ctx, node):
+    """qlinear -> gemm_{u8,s8}s8_requant / _s32 with the zero point folded into the bias."""
+    q = _kernels()
+    x_node, w_node, s_node = node.inputs[:3]
+    w, s_w = ctx.const(w_node), ctx.const(s_node)
+    bias = ctx.const(node.inputs[3]) if len(node.inputs) == 4 else None
+    if q is None or w is None or s_w is None or (len(node.inputs) == 4 and bias is None):
+        return None
+    x_dtype = x_node.meta["dtype"]
+    s_x, z_x = _qp(x_node)
+    k, n = w.shape
+    pw = q.pack_weight_s8(np.ascontiguousarray(w))
+    lo, hi = qrange(x_dtype)
+    _layer_check(node, q.accumulator_bound(k, (lo - z_x, hi - z_x), pw), bias)
+    bias32 = np.zeros(n, np.int64) if bias is None else bias.astype(np.int64)
+    folded = bias32 - z_x * np.asarray(pw.colsum, np.int64)
+    raw_bound = q.accumulator_bound(k, (lo, hi), pw) + int(np.abs(folded).max(initial=0))
+    fold = raw_bound <= INT32_MAX and folded.size and np.abs(folded).max() <= INT32_MAX
+    a_zp = 0 if fold else z_x
+    bias_used = (folded if fold else bias32).astype(np.int32)
+    allow_fast, why = _fast_path(q, x_dtype, pw, hi if x_dtype == "uint8" else 127)
+    signed = x_dtype == "int8"
+    out_dtype, relu = node.attrs["dtype"], node.attrs["relu"]
+    scale_w = _as_vector(s_w, n)
+    kw = {"allow_fast": True, "a_max": hi} if allow_fast else {}
+    if out_dtype == "float32":
+        scale = np.multiply(np.float32(s_x), scale_w, dtype=np.float32)
+        gemm = q.gemm_s8s8_s32 if signed else q.gemm_u8s8_s32
+
+        def fn(x):
+            acc = gemm(x.reshape(-1, k), a_zp, pw, **kw)
+            acc = acc + bias_used  # int32: the true sum fits, proven above
+            y = np.multiply(acc.astype(np.float32), scale, dtype=np.float32)
+            y = np.maximum(y, np.float32(0)) if relu else y
+            return y.reshape(x.shape[:-1] + (n,))
+        name = f"{'s8s8' if signed else 'u8s8'} gemm s32 + fp32 scale"
+    else:
+        s_y, z_y = _qp(node)
+        qmin, qmax = qrange(out_dtype)
+        qmin = z_y if relu else qmin
+        mult = _as_vector(requant_multiplier(s_x, scale_w, s_y), n)
+        gemm = q.gemm_s8s8_requant if signed else q.gemm_u8s8_requant
+
+        def fn(x):
+            y = gemm(x.reshape(-1, k), a_zp, pw, bias_used, mult, z_y, qmin, qmax, out_dtype,
+                     **kw)
+            return y.reshape(x.shape[:-1] + (n,))
+        name = f"gemm_{'s8s8' if signed else 'u8s8'}_requant"
+    why += "; zero point folded into int32 bias" if fold else "; zero point applied in kernel"
+    qbytes = scale_w.nbytes + bias_used.nbytes + (mult.nbytes if out_dtype != "float32" else 0)
+    weights = [_weight_record(node, "int8", w.size, pw.nbytes, qbytes)]
+    impl = Impl(name, why, fn, [ctx.value(x_node, "logical")], weights=weights, kind="int8")
+    return impl, _qlinear_float(ctx, node, w, scale_w, bias, s_x, z_x, impl.inputs)
+
+
+def _dequant_bias(bias, s_x, scale_w):
+    if bias is None:
+        return None
+    return np.multiply(bias.astype(np.float32),
+                       np.multiply(np.float32(s_x), scale_w, dtype=np.float32), dtype=np.float32)
+
+
+def _requant_out(node):
+    """fp32 -> the node's output type (the quantize kernel, its qparams), or identity."""
+    out_dtype = node.attrs["dtype"]
+    if out_dtype == "float32":
+        return lambda y: y
+    s_y, z_y = _qp(node)
+    q = _kernels()
+    s_arr, z_arr = np.array([s_y], np.float32), np.array([z_y], np.int32)
+    return lambda y: q.quantize_f32(np.ascontiguousarray(y), s_arr, z_arr, 0, out_dtype)
+
+
+def _dequant_in(s_x, z_x):
+    """q -> fp32 with per-tensor qparams (the dequantize kernel)."""
+    q = _kernels()
+    s_arr, z_arr = np.array([s_x], np.float32), np.array([z_x], np.int32)
+    return lambda x: q.dequantize(x, s_arr, z_arr, 0)
+
+
+def _qlinear_float(ctx, node, w, scale_w, bias, s_x, z_x, inputs):
+    """The float version of a qlinear: dequantize, fp32 GEMM, quantize the output."""
+    w_f = (w.astype(np.float32) * scale_w).astype(np.float32)
+    mm = F32Matmul(w_f)
+    lin = _linear_f32(mm, _dequant_bias(bias, s_x, scale_w), node.attrs["relu"])
+    out, dq = _requant_out(node), _dequant_in(s_x, z_x)
+
+    def fn(x):
+        return out(lin(dq(x)))
+
+    weights = [_weight_record(node, "float32", w.size, mm.nbytes, 0)]
+    return Impl("fp32 gemm (ndl.cpu) + dequantize/quantize", "float version", fn, inputs,
+                weights=weights, kind="float")
+
+
+def build_qconv2d(ctx, node):
+    """qconv2d -> conv2d_u8s8_requant on NHWC (consecutive convs stay NHWC)."""
+    q = _kernels()
+    x_node, w_node, s_node = node.inputs[:3]
+    w, s_w = ctx.const(w_node), ctx.const(s_node)
+    bias = ctx.const(node.inputs[3]) if len(node.inputs) == 4 else None
+    if q is None or w is None or s_w is None or (len(node.inputs) == 4 and bias is None):
+        return None
+    if x_node.meta["dtype"] != "uint8":
+        return None  # no s8 conv kernel: the reference evaluation handles it
+    s_x, z_x = _qp(x_node)
+    kk, _, cin, cout = w.shape
+    pcw = q.pack_conv_weight_s8(np.ascontiguousarray(w))
+    _layer_check(node, q.accumulator_bound(kk * kk * cin, (-z_x, 255 - z_x),
+                                           pcw.gemm_weight), bias)
+    stride, pad = node.attrs["stride"], node.attrs["padding"]
+    out_dtype, relu = node.attrs["dtype"], node.attrs["relu"]
+    scale_w = _as_vector(s_w, cout)
+    bias32 = np.zeros(cout, np.int32) if bias is None else bias.astype(np.int32)
+    if out_dtype == "float32":
+        scale = np.multiply(np.float32(s_x), scale_w, dtype=np.float32)
+
+        def fn(x):
+            acc = q.conv2d_u8s8_s32(x, z_x, pcw, stride, pad) + bias32
+            y = np.multiply(acc.astype(np.float32), scale, dtype=np.float32)
+            return np.maximum(y, np.float32(0)) if relu else y
+        name = "conv2d_u8s8_s32 + fp32 scale"
+    else:
+        s_y, z_y = _qp(node)
+        qmin, qmax = qrange(out_dtype)
+        qmin = z_y if relu else qmin
+        mult = _as_vector(requant_multiplier(s_x, scale_w, s_y), cout)
+
+        def fn(x):
+            return q.conv2d_u8s8_requant(x, z_x, pcw, stride, pad, bias32, mult, z_y, qmin,
+                                         qmax, out_dtype)
+        name = "conv2d_u8s8_requant (NHWC)"
+    why = "exact path (conv kernel); zero point applied in kernel (padding holds z_x)"
+    weights = [_weight_record(node, "int8", w.size, pcw.nbytes,
+                              scale_w.nbytes + bias32.nbytes)]
+    impl = Impl(name, why, fn, [ctx.value(x_node, "nhwc")], "nhwc", weights, "int8")
+    return impl, _qconv_float(node, w, scale_w, bias, s_x, z_x, impl.inputs)
+
+
+def _qconv_float(node, w, scale_w, bias, s_x, z_x, inputs):
+    w_f = (w.astype(np.float32) * scale_w).astype(np.float32)
+    conv, mm = _conv_f32_nhwc(w_f, _dequant_bias(bias, s_x, scale_w), node.attrs["stride"],
+                              node.attrs["padding"], node.attrs["relu"])
+    out, dq = _requant_out(node), _dequant_in(s_x, z_x)
+
+    def fn(x):
+        return out(conv(dq(x)))
+
+    weights = [_weight_record(node, "float32", w.size, mm.nbytes, 0)]
+    return Impl("fp32 im2col gemm (ndl.cpu) + dequantize/quantize", "float version", fn,
+                inputs, "nhwc", weights, "float")
+
+
+def build_linear_dynamic(ctx, node):
+    """linear_dynamic -> dynamic_quantize_{u8,rows} + gemm_u8s8_f32, bias added after."""
+    q = _kernels()
+    x_node, w_node, s_node = node.inputs[:3]
+    w, s_w = ctx.const(w_node), ctx.const(s_node)
+    bias = ctx.const(node.inputs[3]) if len(node.inputs) == 4 else None
+    if q is None or w is None or s_w is None or (len(node.inputs) == 4 and bias is None):
+        return None
+    k, n = w.shape
+    pw = q.pack_weight_s8(np.ascontiguousarray(w))
+    _layer_check(node, q.accumulator_bound(k, (-255, 255), pw), None)
+    scale_w = _as_vector(s_w, n)
+    bias_f = None if bias is None else bias.astype(np.float32)
+    per_token = node.attrs["granularity"] == "per_token"
+
+    def fn(x):
+        x2 = np.ascontiguousarray(x.reshape(-1, k), np.float32)
+        if per_token:
+            xq, s_x, z_x = q.dynamic_quantize_rows(x2, "uint8")
+            y = q.gemm_u8s8_f32(xq, z_x, pw, scale_w, None, False, s_x)
+        else:
+            xq, s_x, z_x = q.dynamic_quantize_u8(x2)
+            scale = np.multiply(np.float32(s_x), scale_w, dtype=np.float32)
+            y = q.gemm_u8s8_f32(xq, int(z_x), pw, scale)
+        if bias_f is not None:
+            y = np.add(y, bias_f, dtype=np.float32)  # a separate add: no FMA, as specified
+        return y.reshape(x.shape[:-1] + (n,))
+
+    weights = [_weight_record(node, "int8", w.size, pw.nbytes, scale_w.nbytes +
+                              (0 if bias_f is None else bias_f.nbytes))]
+    inputs = [ctx.value(x_node, "logical")]
+    impl = Impl("dynamic_quantize + gemm_u8s8_f32", "exact path; activation scale per call",
+                fn, inputs, weights=weights, kind="int8")
+    w_f = (w.astype(np.float32) * scale_w).astype(np.float32)
+    mm = F32Matmul(w_f)
+    alt = Impl("fp32 gemm (ndl.cpu)", "float version", _linear_f32(mm, bias_f), inputs,
+               weights=[_weight_record(node, "float32", w.size, mm.nbytes, 0)])
+    return impl, alt
