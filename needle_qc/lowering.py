@@ -95,7 +95,7 @@ from .lowering_walk import (  # noqa: F401
     _to_nhwc,
 )
 from .lowering_weight_only import (  # noqa: F401
-    _pack_weight_only,
+    LazyF32Matmul,
     _weight_only_arrays,
     build_conv2d_weight_only,
     build_linear_weight_only,
@@ -186,6 +186,9 @@ def tune(program, example_inputs, force_int8=False):
             step.choice = "alternative" if slower and not force_int8 else "primary"
             step.note = "forced int8 although slower" if slower and force_int8 else \
                 "kept float: int8 was slower" if slower else "int8 faster than float"
+            release = getattr(step.alternative.fn, "release", None)
+            if step.choice == "primary" and release is not None:
+                release()  # a lazily dequantized fp32 weight is not kept beside the kernel
         env[step.output] = step.active.fn(*args)
     return program
 

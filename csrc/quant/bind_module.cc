@@ -6,6 +6,7 @@ void bind_quantize(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_conv(py::module_& m);
 void bind_weight_only(py::module_& m);
+void bind_weight_int8(py::module_& m);
 void bind_naive(py::module_& m);
 }  // namespace needle_qc
 
@@ -15,5 +16,6 @@ PYBIND11_MODULE(_quant_cpu, m) {
   needle_qc::bind_gemm(m);
   needle_qc::bind_conv(m);
   needle_qc::bind_weight_only(m);
+  needle_qc::bind_weight_int8(m);
   needle_qc::bind_naive(m);
 }

@@ -142,7 +142,9 @@ def quantize_weight(w, dtype: str = "int8", granularity: str | None = None, axis
     group_size : int
         Block length along ``axis`` for per_group.
     symmetric : bool
-        Symmetric (signed types narrowed: int8 [-127, 127], int4 [-7, 7]) or asymmetric.
+        Symmetric or asymmetric. Symmetric weights use the narrow, sign-balanced range (int8
+        [-127, 127], int4 [-7, 7], zp 0; uint8 [1, 255], zp 128; uint4 [1, 15], zp 8), so
+        ``s = amax / 127`` (8-bit) or ``amax / 7`` (4-bit) and ``+-amax`` are both exact.
     """
     arr = np.asarray(w)
     if arr.dtype.kind != "f":
@@ -157,9 +159,11 @@ def quantize_weight(w, dtype: str = "int8", granularity: str | None = None, axis
     if granularity not in GRANULARITIES:
         raise ValueError(
             f"quantize_weight: granularity={granularity!r}; valid: {list(GRANULARITIES)}")
-    qmin, qmax = qrange(name, symmetric)
+    # symmetric weights are always narrowed: unsigned too, else +amax clips half a step
+    narrow = bool(symmetric)
+    qmin, qmax = qrange(name, symmetric, narrow)
     if granularity == "per_tensor":
-        s, z = choose_qparams(arr.min(initial=0), arr.max(initial=0), name, symmetric)
+        s, z = choose_qparams(arr.min(initial=0), arr.max(initial=0), name, symmetric, narrow)
         q = _quant(arr, s, z, None, 0, name, qmin, qmax)
         return QuantizedWeight(q, np.asarray(s), np.asarray(z), None, 0, name, granularity,
                                symmetric)
@@ -168,13 +172,13 @@ def quantize_weight(w, dtype: str = "int8", granularity: str | None = None, axis
     if granularity == "per_channel":
         red = tuple(i for i in range(arr.ndim) if i != ax)
         s, z = choose_qparams(arr.min(axis=red, initial=0), arr.max(axis=red, initial=0), name,
-                              symmetric)
+                              symmetric, narrow)
         q = _quant(arr, s, z, ax, 0, name, qmin, qmax)
         return QuantizedWeight(q, s, z, ax, 0, name, granularity, symmetric)
     if not isinstance(group_size, (int, np.integer)) or group_size < 1:
         raise ValueError(f"quantize_weight: group_size={group_size!r} must be an int >= 1")
     lo, hi = _group_minmax(arr, ax, int(group_size))
-    s, z = choose_qparams(lo, hi, name, symmetric)
+    s, z = choose_qparams(lo, hi, name, symmetric, narrow)
     q = _quant(arr, s, z, ax, int(group_size), name, qmin, qmax)
     return QuantizedWeight(q, s, z, ax, int(group_size), name, granularity, symmetric)
 
@@ -200,7 +204,11 @@ def _quant(arr, s, z, ax, block, name, qmin, qmax) -> np.ndarray:
     container = CONTAINER[name]
     q = quantize_linear(arr.astype(np.float32), s, np.asarray(z, container),
                         axis=0 if ax is None else ax, block_size=block, output_dtype=name)
-    # symmetric signed ranges are narrowed ([-127, 127]); quantize_linear clamps to the full range
+    # Symmetric ranges are narrowed ([-127, 127]); quantize_linear clamps to the full range.
+    # Unsigned ones only narrow the scale: the clamp stays full so that a degenerate (all-zero)
+    # channel keeps q = z = 0 (contract §2.10.6), and amax / s never rounds past the narrow end.
+    if qmin > 0:
+        qmin = 0
     return np.clip(q, qmin, qmax).astype(container)
 
 

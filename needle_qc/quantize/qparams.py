@@ -42,14 +42,16 @@ def qrange(dtype, symmetric: bool = False, narrow: bool | None = None) -> tuple[
         Symmetric quantization. For signed types this drops the most negative value by default
         (int8 -> [-127, 127], int4 -> [-7, 7]) so the range is sign-balanced (TFLite/TensorRT).
     narrow : bool or None
-        Force (True) or forbid (False) dropping the most negative value; None means
-        ``symmetric and signed``. Unsigned types are never narrowed.
+        Force (True) or forbid (False) dropping the lowest value; None means ``symmetric and
+        signed``. Narrowing an unsigned type drops 0 (uint8 -> [1, 255], uint4 -> [1, 15]), the
+        sign-balanced range around the symmetric zero point 128 / 8 that symmetric weights use
+        (:func:`~needle_qc.quantize.lowbit.quantize_weight`), so ``+amax`` never clips.
     """
     name = check_dtype(dtype)
     qmin, qmax = _FULL_RANGES[name]
     if narrow is None:
-        narrow = symmetric
-    if narrow and qmin < 0:
+        narrow = symmetric and qmin < 0
+    if narrow:
         qmin += 1
     return qmin, qmax
 
@@ -60,7 +62,10 @@ def choose_qparams(rmin, rmax, dtype="uint8", symmetric: bool = False, narrow: b
     The range is first extended to include 0 so that real 0 is exact. Asymmetric:
     ``s = fp32(fp32(rmax - rmin) / (qmax - qmin))``, ``z = clamp(rint(qmin - fp32(rmin / s)))``.
     Symmetric: ``s = fp32(fp32(2 * max(|rmin|, |rmax|)) / (qmax - qmin))``,
-    ``z = rint((qmin + qmax) / 2)`` (0 for signed, 128 for uint8, 8 for uint4).
+    ``z = rint((qmin + qmax) / 2)`` (0 for signed, 128 for uint8, 8 for uint4). Only a narrow
+    range (``narrow=True``, or signed) is sign-balanced: uint4 ``[1, 15]`` gives ``s = amax / 7``,
+    while the full ``[0, 15]`` gives ``s = 2 * amax / 15`` and ``+amax`` lands half a step past
+    15 (clipped; PyTorch's symmetric quint8 activations behave the same way).
     Degenerate ranges (``rmax == rmin`` after extension, or ``s`` below the smallest normal fp32)
     give ``s = 1, z = 0`` (contract §2.10.6).
 
