@@ -8,6 +8,7 @@
 #include "cpu_ewise.h"
 #include "cpu_parallel.h"
 #include "cpu_vmath.h"
+#include "cpu_vmath_portable.h"
 
 namespace needle {
 namespace cpu {
@@ -29,7 +30,7 @@ struct FGe { float operator()(float x, float y) const { return x >= y ? 1.0f : 0
 struct FPow { float operator()(float x, float y) const { return std::pow(x, y); } };
 struct FLog { float operator()(float x) const { return std::log(x); } };
 struct FExp { float operator()(float x) const { return std::exp(x); } };
-struct FTanh { float operator()(float x) const { return std::tanh(x); } };
+struct FTanh { float operator()(float x) const { return tanh_portable(x); } };
 
 // Applies f over n elements; `b` is either an array or (b_stride 0) a single scalar.
 template <typename F>
