@@ -25,7 +25,7 @@ native:
 	@touch $(STAMP)
 
 demo: install
-	$(BIN)/python examples/train_mnist.py
+	$(BIN)/python -m needle_qc demo
 
 test: install
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile tests
