@@ -31,8 +31,8 @@ __all__ = ["compare", "deviation", "CompareReport", "CompareRow", "ErrorStats", 
 _REPRESENTATION_OPS = ("quantize", "dequantize", "requantize", "observer")
 _SKIP_ROWS = ("placeholder", "param", "constant", "output", "observer", "dequantize",
               "tuple_get_item")
-_LAYER_OPS = ("linear", "conv2d", "qlinear", "qconv2d", "linear_dynamic", "linear_weight_only",
-              "conv2d_weight_only")
+_LAYER_OPS = ("linear", "conv2d", "qlinear", "qconv2d", "linear_dynamic", "conv2d_dynamic",
+              "linear_weight_only", "conv2d_weight_only")
 _INT_DTYPES = {"uint8": np.uint8, "int8": np.int8}
 
 

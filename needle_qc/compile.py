@@ -14,7 +14,7 @@ from .runtime import CompiledModel
 
 STAGES = ("float", "observed", "qdq", "int8")
 INTEGER_OPS = {"qlinear", "qconv2d", "qmatmul", "qadd", "requantize", "linear_dynamic",
-               "linear_weight_only", "conv2d_weight_only"}
+               "conv2d_dynamic", "linear_weight_only", "conv2d_weight_only"}
 DEFAULT_EXAMPLE_BATCH = 32
 
 

@@ -65,6 +65,7 @@ from .lowering_int8 import (  # noqa: F401
     _qconv_float,
     _qlinear_float,
     _requant_out,
+    build_conv2d_dynamic,
     build_linear_dynamic,
     build_qconv2d,
     build_qlinear,

@@ -100,7 +100,8 @@ def build_conv2d(ctx, node):
     conv, mm = _conv_f32_nhwc(w.astype(np.float32), None if bias is None else
                               bias.astype(np.float32), node.attrs["stride"],
                               node.attrs["padding"], node.attrs.get("activation") == "relu")
-    return Impl("fp32 im2col gemm (ndl.cpu, NHWC)", "float layer", conv,
+    why = node.meta.get("float_reason", "float layer")  # e.g. a conv that dynamic kept float
+    return Impl("fp32 im2col gemm (ndl.cpu, NHWC)", why, conv,
                 [ctx.value(node.inputs[0], "nhwc")], "nhwc",
                 [_weight_record(node, "float32", w.size, mm.nbytes, 0)])
 

@@ -1,4 +1,4 @@
-"""Builders of the int8 layers with packed weights: qlinear, qconv2d, linear_dynamic."""
+"""Builders of the int8 layers with packed weights: qlinear, qconv2d, linear/conv2d_dynamic."""
 
 import numpy as np
 
@@ -54,7 +54,9 @@ def build_qlinear(ctx, node):
     x_dtype = x_node.meta["dtype"]
     s_x, z_x = _qp(x_node)
     k, n = w.shape
-    pw = q.pack_weight_s8(np.ascontiguousarray(w))
+    pw = ctx.packed_once("s8 weight", node, lambda: q.pack_weight_s8(np.ascontiguousarray(w)),
+                         params=(w_node,)) if w_node.op == "param" else \
+        q.pack_weight_s8(np.ascontiguousarray(w))
     lo, hi = qrange(x_dtype)
     _layer_check(node, q.accumulator_bound(k, (lo - z_x, hi - z_x), pw), bias)
     bias32 = np.zeros(n, np.int64) if bias is None else bias.astype(np.int64)
@@ -205,7 +207,8 @@ def build_linear_dynamic(ctx, node):
     if q is None or w is None or s_w is None or (len(node.inputs) == 4 and bias is None):
         return None
     k, n = w.shape
-    pw = q.pack_weight_s8(np.ascontiguousarray(w))
+    pw = ctx.packed_once("linear_dynamic", node,
+                         lambda: q.pack_weight_s8(np.ascontiguousarray(w)))
     _layer_check(node, q.accumulator_bound(k, (-255, 255), pw), None)
     scale_w = _as_vector(s_w, n)
     bias_f = None if bias is None else bias.astype(np.float32)
@@ -233,4 +236,41 @@ def build_linear_dynamic(ctx, node):
     mm = F32Matmul(w_f)
     alt = Impl("fp32 gemm (ndl.cpu)", "float version", _linear_f32(mm, bias_f), inputs,
                weights=[_weight_record(node, "float32", w.size, mm.nbytes, 0)])
+    return impl, alt
+
+
+def build_conv2d_dynamic(ctx, node):
+    """conv2d_dynamic -> dynamic_quantize_u8 + conv2d_u8s8_f32 on NHWC, bias added after."""
+    q = _kernels()
+    x_node, w_node, s_node = node.inputs[:3]
+    w, s_w = ctx.const(w_node), ctx.const(s_node)
+    bias = ctx.const(node.inputs[3]) if len(node.inputs) == 4 else None
+    if q is None or w is None or s_w is None or (len(node.inputs) == 4 and bias is None):
+        return None
+    kk, _, cin, cout = w.shape
+    pcw = ctx.packed_once("conv2d_dynamic", node,
+                          lambda: q.pack_conv_weight_s8(np.ascontiguousarray(w)))
+    _layer_check(node, q.accumulator_bound(kk * kk * cin, (-255, 255), pcw.gemm_weight), None)
+    scale_w = _as_vector(s_w, cout)
+    bias_f = None if bias is None else bias.astype(np.float32).reshape(-1)
+    stride, pad = node.attrs["stride"], node.attrs["padding"]
+
+    def fn(x):
+        xq, s_x, z_x = q.dynamic_quantize_u8(np.ascontiguousarray(x, np.float32))
+        scale = np.multiply(np.float32(s_x), scale_w, dtype=np.float32)
+        y = q.conv2d_u8s8_f32(xq, int(z_x), pcw, stride, pad, scale)
+        if bias_f is not None:
+            y = np.add(y, bias_f, dtype=np.float32)  # a separate add: no FMA, as specified
+        return y
+
+    weights = [_weight_record(node, "int8", w.size, pcw.nbytes, scale_w.nbytes +
+                              (0 if bias_f is None else bias_f.nbytes))]
+    inputs = [ctx.value(x_node, "nhwc")]
+    impl = Impl("dynamic_quantize_u8 + conv2d_u8s8_f32 (NHWC)",
+                "exact path; activation scale per call, padding holds z_x", fn, inputs, "nhwc",
+                weights, "int8")
+    w_f = (w.astype(np.float32) * scale_w).astype(np.float32)
+    conv, mm = _conv_f32_nhwc(w_f, bias_f, stride, pad)
+    alt = Impl("fp32 im2col gemm (ndl.cpu, NHWC)", "float version", conv, inputs, "nhwc",
+               [_weight_record(node, "float32", w.size, mm.nbytes, 0)], "float")
     return impl, alt

@@ -3,7 +3,12 @@
 import numpy as np
 
 from .lowering_float import _elementwise, _relu, _sigmoid, build_conv2d, build_linear, build_reshape
-from .lowering_int8 import build_linear_dynamic, build_qconv2d, build_qlinear
+from .lowering_int8 import (
+    build_conv2d_dynamic,
+    build_linear_dynamic,
+    build_qconv2d,
+    build_qlinear,
+)
 from .lowering_quant_ops import (
     build_dequantize,
     build_qadd,
@@ -29,6 +34,7 @@ BUILDERS = {
     "qadd": build_qadd,
     "qmatmul": build_qmatmul,
     "linear_dynamic": build_linear_dynamic,
+    "conv2d_dynamic": build_conv2d_dynamic,
     "linear_weight_only": build_linear_weight_only,
     "conv2d_weight_only": build_conv2d_weight_only,
     "linear": build_linear,

@@ -5,7 +5,7 @@ import numpy as np
 from . import opset
 from .errors import IRError
 from .lowering_kernels import BUILDERS
-from .lowering_program import Impl, Program, Step
+from .lowering_program import Impl, Program, Step, WeightRecord
 
 LAYOUT_FREE = {"relu", "requantize", "quantize", "qadd", "add", "mul", "maximum", "negate",
                "add_scalar", "mul_scalar", "div_scalar", "tanh", "sigmoid", "exp"}
@@ -27,6 +27,7 @@ class _Lowering:
         self.sizes = {}
         self.used_constants = {}
         self.state = {"batch": None}  # the Program's run state: steps read the batch size
+        self.shared = {}  # (what, weight tensor keys) -> packed weight built once
         self._interp = None
 
     def run(self):
@@ -46,8 +47,19 @@ class _Lowering:
                 self.folded[node.name] = self._evaluate_now(node)
             else:
                 self._lower_node(node)
+        record_weights_once(self.graph, self.steps, set(self.folded))
         return Program(self.graph, self.target, self.steps, inputs, outputs, structure,
                        self.used_constants, self.sizes, self.state)
+
+    def packed_once(self, what, node, make, params=None):
+        """``make()`` once per (``what``, the tensor keys of ``params``, by default all of
+        ``node``'s param inputs): layers sharing their weight params (an unrolled LSTM cell)
+        share one packed weight."""
+        key = (what, weight_keys(node) if params is None else
+               tuple(p.attrs.get("tensor", p.name) for p in params))
+        if key not in self.shared:
+            self.shared[key] = make()
+        return self.shared[key]
 
     # -- values
 
@@ -146,6 +158,88 @@ class _Lowering:
                         run, inputs, kind="reference")
         return Impl(f"op-table eval ({node.op})", "no native kernel: interpreter semantics",
                     run, inputs, kind="eval")
+
+
+# ----------------------------------------------------------------------------- weight records
+
+QUANTIZED_OPS = {"qlinear", "qconv2d", "qmatmul", "qadd", "requantize", "quantize",
+                 "dequantize", "linear_dynamic", "conv2d_dynamic", "linear_weight_only",
+                 "conv2d_weight_only", "observer"}
+"""Ops whose builders account for their own params (scales, biases go to qparam bytes)."""
+
+
+def _is_param(node):
+    return node.op == "param"  # constants are made in forward, not module weights
+
+
+def weight_keys(node):
+    """The ``graph.tensors`` keys of ``node``'s param inputs, in input order."""
+    return tuple(i.attrs.get("tensor", i.name) for i in node.inputs if _is_param(i))
+
+
+def record_weights_once(graph, steps, folded=()):
+    """Make each weight param appear once in the records, and every float-held param appear.
+
+    A builder's record covers its node's weight (input 1); a layer reached again through a
+    shared param (same tensor key and record dtype) drops its duplicate record. A float op with
+    no builder record (a matmul by a param, an embedding) gets one float record for the first
+    matrix param it holds that no earlier record covers, also through values folded at lowering
+    time (``folded``: node names; e.g. a reshaped bias). Vector params (biases, norm scales and
+    shifts) and further params go to the node's record's qparam bytes, as a quantized layer's
+    bias does: at most one record per node, as ``report.memory_of`` expects.
+    """
+    seen = set()
+    by_name = {n.name: n for n in graph.nodes}
+    for step in steps:
+        node = by_name.get(step.node) if step.op != "layout" else None
+        if node is None:
+            continue
+        for impl in (step.impl, step.alternative):
+            if impl is not None:
+                impl.weights = _new_records(graph, node, impl.weights, seen, folded)
+
+
+def _held_params(node, folded):
+    """The params ``node`` reads directly or through inputs folded at lowering time."""
+    out, todo = [], list(node.inputs)
+    while todo:
+        value = todo.pop(0)
+        if _is_param(value):
+            out.append(value)
+        elif value.name in folded:
+            todo.extend(value.inputs)
+    return out
+
+
+def _new_records(graph, node, records, seen, folded):
+    weight = node.inputs[1] if len(node.inputs) > 1 and _is_param(node.inputs[1]) else None
+    keep = []
+    for rec in records:
+        key = (weight.attrs["tensor"] if weight is not None else node.name, rec.dtype)
+        if key not in seen:
+            seen.add(key)
+            keep.append(rec)
+    if node.op in QUANTIZED_OPS or (records and not keep):
+        return keep  # quantized ops count their own params; a dropped copy's params are counted
+    for param in _held_params(node, folded):
+        array = graph.tensors.get(param.attrs["tensor"])
+        key = (param.attrs["tensor"], None if array is None else _dtype_name(array))
+        if array is None or not np.issubdtype(array.dtype, np.floating) or key in seen:
+            continue
+        seen.add(key)
+        vector = array.size == max(array.shape, default=1)  # a bias / norm scale or shift
+        if vector and not keep:
+            keep.append(WeightRecord(node.name, key[1], 0, 0.0, 0, 0))
+        if vector or keep:
+            keep[0].qparam_bytes += int(array.nbytes)
+        else:
+            keep.append(WeightRecord(node.name, key[1], int(array.size), float(array.nbytes),
+                                     int(array.nbytes), 0))
+    return keep
+
+
+def _dtype_name(array):
+    return array.dtype.name
 
 
 def _as_tensor(array, dtype, interp):

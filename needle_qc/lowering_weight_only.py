@@ -168,7 +168,8 @@ def build_linear_weight_only(ctx, node):
     if q is None:
         alt.why = "native kernels not built: fp32 weight made at first use"
         return alt
-    pw, gemm, payload, qbytes, note = _pack(q, parts, attrs, k, 0, 0, attrs["group_size"])
+    pw, gemm, payload, qbytes, note = ctx.packed_once(
+        "linear_weight_only", node, lambda: _pack(q, parts, attrs, k, 0, 0, attrs["group_size"]))
 
     def fn(x):
         y = gemm(np.ascontiguousarray(x.reshape(-1, k), np.float32), pw, bias)
@@ -202,7 +203,8 @@ def build_conv2d_weight_only(ctx, node):
     cin = node.inputs[0].meta["shape"][1]
     kh, kw, _, cout = (parts[0].shape[0], parts[0].shape[1], cin, parts[0].shape[3])
     kernel_g, pad = _group_layout(attrs, cin) if wdt not in ("float16", "bfloat16") else (0, 0)
-    pw, gemm, payload, qbytes, note = _pack(q, parts, attrs, cin, 2, pad, kernel_g)
+    pw, gemm, payload, qbytes, note = ctx.packed_once(
+        "conv2d_weight_only", node, lambda: _pack(q, parts, attrs, cin, 2, pad, kernel_g))
     stride, padding = attrs["stride"], attrs["padding"]
 
     def conv(x):

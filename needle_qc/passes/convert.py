@@ -22,6 +22,7 @@ from ..quantize.annotate import (
     node_config,
     observers_of,
     param_array,
+    shared_weight,
 )
 from ..quantize.lowbit import quantize_weight
 from ..quantize.reference import quantize_bias
@@ -115,8 +116,8 @@ def _check_static_weight(node, cfg):
     return gran
 
 
-def quantized_weight_node(graph, node, cfg):
-    """Integer weight params + their ``dequantize``; returns ``(dq node, QuantizedWeight)``."""
+def quantized_weight_params(graph, node, cfg):
+    """Integer weight params (q, scale[, zero point]) + the QuantizedWeight, for one layer."""
     w_node = node.inputs[1]
     gran = _check_static_weight(node, cfg)
     qw = quantize_weight(param_array(w_node).astype(np.float32), cfg.weight, gran,
@@ -127,8 +128,21 @@ def quantized_weight_node(graph, node, cfg):
                         path)]
     if cfg.weight != "int8" or not cfg.weight_symmetric:
         inputs.append(new_param(graph, node, f"{w_node.name}_zp", qw.zp, path))
+    return inputs, qw
+
+
+def quantized_weight_node(graph, node, cfg, cache=None):
+    """Integer weight params + their ``dequantize``; returns ``(dq node, QuantizedWeight)``.
+
+    ``cache`` (kept across one pass run) gives layers sharing a weight param the same integer
+    params (each layer still gets its own ``dequantize`` node).
+    """
+    w_node = node.inputs[1]
+    cache = {} if cache is None else cache
+    inputs, qw = shared_weight(cache, w_node, cfg,
+                               lambda: quantized_weight_params(graph, node, cfg))
     with graph.inserting_before(node):
-        dq = graph.call("dequantize", inputs, {"axis": -1, "group_size": 0},
+        dq = graph.call("dequantize", list(inputs), {"axis": -1, "group_size": 0},
                         name=f"{w_node.name}_dq")
     return dq, qw
 
@@ -151,12 +165,12 @@ def quantized_bias_node(graph, node, s_x, qw):
                           name=f"{b_node.name}_dq")
 
 
-def _quantize_layer(graph, node):
+def _quantize_layer(graph, node, cache):
     x_dq = node.inputs[0]
     if not _is_activation_dq(x_dq) or node.inputs[1].op == "dequantize":
         return False
     cfg = node_config(node)
-    w_dq, qw = quantized_weight_node(graph, node, cfg)
+    w_dq, qw = quantized_weight_node(graph, node, cfg, cache)
     inputs = [x_dq, w_dq]
     if len(node.inputs) == 3:
         inputs.append(quantized_bias_node(graph, node, x_dq.inputs[0].meta["qparams"]["s"], qw))
@@ -169,8 +183,9 @@ def convert(graph):
     """Observed graph -> QDQ graph (in place); True if anything changed."""
     changed = _replace_observers(graph)
     changed |= _quantize_shared_inputs(graph)
+    cache = {}
     for node in graph.nodes:
         if node.op in LAYER_OPS and mode_of(node) == "static":
-            changed |= _quantize_layer(graph, node)
+            changed |= _quantize_layer(graph, node, cache)
     changed |= graph.eliminate_dead_code()
     return changed

@@ -1,22 +1,30 @@
-"""``dynamic``: linear layers whose config has ``activation="dynamic"`` -> ``linear_dynamic``.
+"""``dynamic``: ``activation="dynamic"`` linear/conv2d -> ``linear_dynamic``/``conv2d_dynamic``.
 
 Weights become symmetric int8 (per channel by default, or per tensor) with fp32 scales; the
-activation is quantized to uint8 at run time, per tensor or per token
-(``activation_granularity``). The float bias stays. conv2d has no dynamic form and stays float.
-Mutates the graph in place.
+activation is quantized to uint8 at run time, per tensor or per token (``activation_granularity``;
+linear only: a per-token conv2d stays float and says so in ``explain()``). The float bias stays.
+Layers sharing a weight param share its int8 params. Mutates the graph in place.
 """
 
 import numpy as np
 
 from ..quantize import qops  # noqa: F401  (registers the quantization ops)
-from ..quantize.annotate import mode_of, new_param, node_config, param_array, replace_layer
+from ..quantize.annotate import (
+    LAYER_OPS,
+    mode_of,
+    new_param,
+    node_config,
+    param_array,
+    replace_layer,
+    shared_weight,
+)
 from ..quantize.lowbit import quantize_weight
 from . import register_pass
 from .weight_only import float_bias
 
 
 def dynamic_weight(graph, node, cfg):
-    """int8 weight + scale params for one dynamic linear."""
+    """int8 weight + scale params for one dynamic linear/conv2d (per channel = output axis)."""
     gran = cfg.resolved_weight_granularity
     if cfg.weight != "int8" or not cfg.weight_symmetric or gran == "per_group":
         raise ValueError(f"dynamic: %{node.name} asks for {cfg.weight} {gran} "
@@ -30,16 +38,44 @@ def dynamic_weight(graph, node, cfg):
                       path)]
 
 
+def rewrite_dynamic(graph, node, cache):
+    """Replace one dynamic linear/conv2d by ``linear_dynamic`` / ``conv2d_dynamic``."""
+    cfg = node_config(node)
+    params = shared_weight(cache, node.inputs[1], cfg,
+                           lambda: dynamic_weight(graph, node, cfg))
+    inputs = [node.inputs[0], *params, *float_bias(graph, node)]
+    if node.op == "linear":
+        attrs = {"granularity": cfg.activation_granularity}
+        return replace_layer(graph, node, "linear_dynamic", inputs, attrs)
+    attrs = {"stride": node.attrs["stride"], "padding": node.attrs["padding"]}
+    return replace_layer(graph, node, "conv2d_dynamic", inputs, attrs)
+
+
+PER_TOKEN_CONV_REASON = ("dynamic per_token quantization has no conv2d form (a conv's "
+                         "activation is quantized per tensor): this conv stays float32")
+
+
+def _dynamic_layers(graph):
+    """The layers to rewrite; a per-token conv is marked float (``meta["float_reason"]``, shown
+    by ``explain()``) instead."""
+    todo = []
+    for node in graph.nodes:
+        if node.op not in LAYER_OPS or mode_of(node) != "dynamic":
+            continue
+        if node.op == "conv2d" and node_config(node).activation_granularity == "per_token":
+            node.meta["float_reason"] = PER_TOKEN_CONV_REASON
+            continue
+        todo.append(node)
+    return todo
+
+
 @register_pass("dynamic")
 def dynamic(graph):
-    """Rewrite every dynamic linear (in place); True if any."""
-    todo = [n for n in graph.nodes if n.op == "linear" and mode_of(n) == "dynamic"]
+    """Rewrite every dynamic linear/conv2d (in place); True if any."""
+    todo = _dynamic_layers(graph)
+    cache = {}  # one int8 copy per shared weight param (e.g. an unrolled LSTM cell)
     for node in todo:
-        cfg = node_config(node)
-        params = dynamic_weight(graph, node, cfg)
-        inputs = [node.inputs[0], *params, *float_bias(graph, node)]
-        replace_layer(graph, node, "linear_dynamic", inputs,
-                      {"granularity": cfg.activation_granularity})
+        rewrite_dynamic(graph, node, cache)
     if todo:
         graph.eliminate_dead_code()
     return bool(todo)

@@ -17,6 +17,7 @@ from ..quantize.annotate import (
     node_config,
     param_array,
     replace_layer,
+    shared_weight,
 )
 from ..quantize.lowbit import cast_bf16, cast_fp16, pack_int4, quantize_weight
 from . import register_pass
@@ -79,10 +80,17 @@ def float_bias(graph, node):
                       b_node.meta.get("module_path"))]
 
 
-def rewrite_weight_only(graph, node):
-    """Replace one linear/conv2d by its weight-only op; returns the new node."""
+def rewrite_weight_only(graph, node, cache=None):
+    """Replace one linear/conv2d by its weight-only op; returns the new node.
+
+    ``cache`` (a dict kept across one pass run) makes layers that share a weight param share
+    its quantized params too, instead of one copy per use.
+    """
     cfg = node_config(node)
-    params, attrs = weight_inputs(graph, node, cfg)
+    cache = {} if cache is None else cache
+    params, attrs = shared_weight(cache, node.inputs[1], cfg,
+                                  lambda: weight_inputs(graph, node, cfg))
+    attrs = dict(attrs)
     bias = float_bias(graph, node)
     attrs["has_bias"] = bool(bias)
     if node.op == "conv2d":
@@ -95,8 +103,9 @@ def rewrite_weight_only(graph, node):
 def weight_only(graph):
     """Rewrite every weight-only layer (in place); True if any."""
     todo = [n for n in graph.nodes if n.op in LAYER_OPS and mode_of(n) == "weight_only"]
+    cache = {}
     for node in todo:
-        rewrite_weight_only(graph, node)
+        rewrite_weight_only(graph, node, cache)
     if todo:
         graph.eliminate_dead_code()
     return bool(todo)

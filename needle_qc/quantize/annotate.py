@@ -165,6 +165,23 @@ def new_param(graph, before, name, array, module_path=None):
         return graph.param(name, stored, module_path=module_path)
 
 
+def weight_scheme_key(w_node, cfg):
+    """``(tensor key, weight scheme)``: layers sharing one param and one weight scheme share
+    one quantized copy of it (an unrolled LSTM's cell weight is used at every step)."""
+    scheme = (cfg.weight, cfg.resolved_weight_granularity, cfg.group_size,
+              cfg.weight_symmetric)
+    return w_node.attrs.get("tensor", w_node.name), scheme
+
+
+def shared_weight(cache, w_node, cfg, make):
+    """``make()`` once per :func:`weight_scheme_key` of ``cache`` (a dict local to one pass
+    run); later layers get the same result, so they reference the same param nodes."""
+    key = weight_scheme_key(w_node, cfg)
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
 def param_array(node):
     """The stored array of a param/constant node; IRError naming it otherwise."""
     if not _is_param(node):

@@ -203,6 +203,23 @@ def eval_linear_dynamic(inputs, attrs, ctx):
     return _tensor(y, ctx)
 
 
+def eval_conv2d_dynamic(inputs, attrs, ctx):
+    """``x`` quantized per tensor to u8 (dynamic_quantize_linear), exact int conv with the int8
+    weights, ``float32(acc) * (s_x * s_w[co])``, then ``+ bias`` as a separate add."""
+    x, w, s_w, *bias = _arrays(inputs)
+    s_w = s_w.reshape(-1) if s_w.size > 1 else s_w.reshape(())
+    with _named(ctx.node):
+        x_q, s_x, z_x = dynamic_quantize_linear(x)
+        acc = conv_acc(x_q, int(z_x), w, None, attrs["stride"], attrs["padding"])
+        acc = _fit_int32(acc, "conv2d_dynamic")
+    scale = np.multiply(np.float32(s_x), s_w, dtype=np.float32)
+    scale = scale.reshape(-1, 1, 1) if scale.ndim else scale
+    y = np.multiply(acc.astype(np.float32), scale, dtype=np.float32)
+    if bias:
+        y = np.add(y, bias[0].astype(np.float32).reshape(-1, 1, 1), dtype=np.float32)
+    return _tensor(y, ctx)
+
+
 # ----------------------------------------------------------------------------- weight-only
 
 def dequantize_weight(arrays, attrs, k, red_axis):

@@ -1,9 +1,10 @@
 """The quantization IR ops (docs/quantized-ir.md): op-table rows, shape rules, evaluation.
 
 Importing this module registers ``observer``, ``quantize``, ``dequantize``, ``requantize``,
-``qlinear``, ``qconv2d``, ``qmatmul``, ``qadd``, ``linear_dynamic``, ``linear_weight_only`` and
-``conv2d_weight_only``. Activation qparams live in the node types (``meta["qparams"]``); the
-evaluators (in :mod:`needle_qc.quantize.qeval`) read them from the node being run.
+``qlinear``, ``qconv2d``, ``qmatmul``, ``qadd``, ``linear_dynamic``, ``conv2d_dynamic``,
+``linear_weight_only`` and ``conv2d_weight_only``. Activation qparams live in the node types
+(``meta["qparams"]``); the evaluators (in :mod:`needle_qc.quantize.qeval`) read them from the
+node being run.
 """
 
 from ..errors import IRError
@@ -184,6 +185,21 @@ def linear_dynamic_rule(metas, attrs):
     return x[:-1] + (w[1],), "float32"
 
 
+def conv2d_dynamic_rule(metas, attrs):
+    """x f32 NCHW, w_q i8 [K,K,Cin,Cout], w_scale f32 [Cout] or [], bias f32 [Cout] -> f32."""
+    op = "conv2d_dynamic"
+    x = _float(metas, 0, op)
+    w = _expect(metas, 1, op, "int8", what=" (weight)")
+    if len(x) != 4 or len(w) != 4 or x[1] != w[2] or w[0] != w[1]:
+        raise IRError(f"{op}: bad shapes x{x} w{w}; want NCHW and (K,K,{x[1:2]},Cout)")
+    _channel_scale(metas, 2, op, w[3])
+    if len(metas) == 4:
+        _expect(metas, 3, op, "float32", (w[3],), " (bias)")
+    s, p = attrs["stride"], attrs["padding"]
+    h, wd = (_conv_out(x[i], w[0], s, p, op) for i in (2, 3))
+    return (x[0], w[3], h, wd), "float32"
+
+
 def _weight_only_inputs(metas, attrs, op):
     """Check the positional inputs of a weight-only op; returns the bias index or None."""
     wdt, gran = attrs["weight_dtype"], attrs["granularity"]
@@ -293,6 +309,9 @@ ROWS = [
     OpDef("linear_dynamic", (3, 4), {"granularity": "str"}, linear_dynamic_rule,
           "f32 linear with the activation quantized on the fly (u8) and int8 weights.",
           qeval.eval_linear_dynamic, {"granularity": "per_tensor"}),
+    OpDef("conv2d_dynamic", (3, 4), {"stride": "int", "padding": "int"}, conv2d_dynamic_rule,
+          "f32 NCHW conv2d with the activation quantized on the fly (u8, per tensor) and int8 "
+          "(K,K,Cin,Cout) weights.", qeval.eval_conv2d_dynamic, {"stride": 1, "padding": 0}),
     OpDef("linear_weight_only", (2, 5), dict(_WEIGHT_ONLY_ATTRS), linear_weight_only_rule,
           "f32 linear with fp16/bf16/int8/uint8/int4 weights dequantized to fp32.",
           qeval.eval_linear_weight_only, dict(_WEIGHT_ONLY_DEFAULTS)),

@@ -57,8 +57,15 @@ def test_dynamic_numbers_are_the_documented_formula(per_token):
     assert np.abs(q(x).numpy() - want).max() / np.abs(want).max() < 0.03
 
 
-def test_conv_has_no_dynamic_form_and_stays_float():
+def test_conv_becomes_conv2d_dynamic():
     q = quantize_pass(convnet(), DYNAMIC)
+    assert [n.op for n in q.find(("conv2d", "conv2d_dynamic", "linear_dynamic"))] == \
+        ["conv2d_dynamic", "conv2d_dynamic", "linear_dynamic"]
+
+
+def test_per_token_conv_stays_float():
+    q = quantize_pass(convnet(), QConfig(weight="int8", activation="dynamic",
+                                         activation_granularity="per_token"))
     assert [n.op for n in q.find(("conv2d", "linear_dynamic"))] == \
         ["conv2d", "conv2d", "linear_dynamic"]
 

@@ -1,0 +1,106 @@
+"""A weight param shared by many layers (the unrolled LSTM cell) is quantized and packed once."""
+
+import numpy as np
+import pytest
+
+import needle_qc as qc
+from needle_qc import zoo
+from needle_qc.passes import dynamic as dynamic_pass
+from needle_qc.passes import weight_only as weight_only_pass
+from needle_qc.tracer import trace
+
+SCHEMES = {
+    "fp16": (qc.QConfig(weight="fp16", activation=None), ("_fp16",), 2.0),
+    "int8": (qc.QConfig(weight="int8", activation=None), ("_q",), 1.0),
+    "int4": (qc.QConfig(weight="int4", activation=None, weight_granularity="per_group",
+                        group_size=16), ("_q",), 0.5),
+    "dyn-int8": (qc.QConfig(weight="int8", activation="dynamic"), ("_q",), 1.0),
+}
+WEIGHTS = ("seq_model.lstm_cells.0.W_ih", "seq_model.lstm_cells.0.W_hh", "linear.weight")
+
+
+@pytest.fixture(scope="module")
+def lstm():
+    model = zoo.load_pretrained("lstm_lm")
+    x = zoo.example_input("lstm_lm", batch=2, seed=0)
+    return trace(model, x, batch_dims=1), x
+
+
+def _unique_weight_count(graph):
+    return sum(graph.tensors[name].size for name in WEIGHTS)
+
+
+def _quantized_bytes(graph, suffixes):
+    return sum(a.nbytes for k, a in graph.tensors.items()
+               if k.startswith(WEIGHTS) and k.endswith(suffixes))
+
+
+def _per_use(monkeypatch):
+    """The old behaviour: one quantized copy per use of a weight."""
+    for mod in (weight_only_pass, dynamic_pass):
+        monkeypatch.setattr(mod, "shared_weight", lambda cache, w, cfg, make: make())
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_shared_weight_quantized_once(lstm, name):
+    graph, _ = lstm
+    cfg, suffixes, bytes_per_weight = SCHEMES[name]
+    q = qc.quantize_pass(graph, cfg)
+    assert _quantized_bytes(q, suffixes) == _unique_weight_count(graph) * bytes_per_weight
+    users = [n for n in q.nodes if n.op in ("linear_weight_only", "linear_dynamic")]
+    assert len(users) == 41  # 2 cell matmuls x 20 steps + the output layer
+    assert len({n.inputs[1].name for n in users}) == 3
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_shared_weight_outputs_unchanged(lstm, name, monkeypatch):
+    graph, x = lstm
+    cfg = SCHEMES[name][0]
+    shared = qc.compile(qc.quantize_pass(graph, cfg), target="reference", tune_kernels=False)
+    want_shared = shared(x)
+    _per_use(monkeypatch)
+    copies = qc.quantize_pass(graph, cfg)
+    copied = [k for k in copies.tensors if k.startswith(WEIGHTS) and k not in WEIGHTS]
+    assert len(copied) > 40  # the monkeypatch really makes one copy per use
+    want = qc.compile(copies, target="reference", tune_kernels=False)(x)
+    np.testing.assert_array_equal(np.asarray(want_shared), np.asarray(want))
+
+
+def _report_rows(graph):
+    cm = qc.compile(graph, tune_kernels=False)
+    return cm.memory_report().weights
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_memory_report_counts_shared_weight_once(lstm, name):
+    graph, _ = lstm
+    cfg = SCHEMES[name][0]
+    rows = _report_rows(qc.quantize_pass(graph, cfg))
+    logical = {"fp16": "float16"}.get(name, "int4" if name == "int4" else "int8")
+    assert rows[logical]["weights"] == _unique_weight_count(graph)
+    # the float-kept embedding is reported too, once; the LSTM biases as its qparam bytes
+    lstm_biases = sum(graph.tensors[k].size for k in graph.tensors if "lstm_cells.0.bias" in k)
+    assert rows["float32"]["weights"] == graph.tensors["embedding.weight"].size
+    assert rows["float32"]["qparam_bytes"] == 4 * lstm_biases
+
+
+def test_fp32_memory_report_counts_every_param_once(lstm):
+    graph, _ = lstm
+    rows = _report_rows(graph)
+    params = [p.numpy() for p in zoo.load_pretrained("lstm_lm").parameters()]
+    vectors = sum(p.size for p in params if p.size == max(p.shape))  # biases: qparam bytes
+    assert list(rows) == ["float32"]
+    assert rows["float32"]["weights"] == sum(p.size for p in params) - vectors
+    assert rows["float32"]["measured_bytes"] == 4 * rows["float32"]["weights"]
+    assert rows["float32"]["qparam_bytes"] == 4 * vectors
+
+
+def test_static_int8_shares_weight_params_and_packs_once(lstm):
+    graph, x = lstm
+    prepared = qc.quantize_pass(graph, qc.QConfig(weight="int8", activation="static"))
+    cal = [zoo.example_input("lstm_lm", batch=2, seed=s) for s in range(2)]
+    cm = qc.compile(prepared, calibration=cal, tune_kernels=False, force_int8=True)
+    layers = [n for n in cm.graph.nodes if n.op == "qlinear"]
+    assert len(layers) == 41 and len({n.inputs[1].name for n in layers}) == 3
+    assert cm.memory_report().weights["int8"]["weights"] == _unique_weight_count(graph)
+    assert np.isfinite(np.asarray(cm(x))).all()
