@@ -1,0 +1,106 @@
+// cuda_device.cu: device discovery, error reporting and device buffers (host code only).
+#include <atomic>
+#include <stdexcept>
+#include <utility>
+
+#include "cuda_quant.cuh"
+
+namespace needle_qc {
+namespace cuda {
+
+int device_count() {
+  int n = 0;
+  cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear it so a later, unrelated check does not report it
+    return 0;
+  }
+  return n;
+}
+
+void require_gpu() {
+  // A device once seen stays (no hot-unplug), so the common path is one atomic load.
+  static std::atomic<bool> seen{false};
+  if (seen.load(std::memory_order_relaxed)) return;
+  int n = 0;
+  cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error(std::string("_quant_cuda: no usable CUDA device (no GPU, or no ") +
+                             "NVIDIA driver as new as this CUDA runtime): " +
+                             cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
+  }
+  if (n == 0) throw std::runtime_error("_quant_cuda: no CUDA device is visible");
+  seen.store(true, std::memory_order_relaxed);
+}
+
+void check_cuda(cudaError_t err, const char* what) {
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("_quant_cuda: ") + what + " failed: " +
+                             cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
+}
+
+void check_launch(const char* kernel) {
+  check_cuda(cudaGetLastError(), kernel);
+  check_cuda(cudaDeviceSynchronize(), kernel);
+}
+
+DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
+  // cudaMalloc(0) may or may not hand back a pointer: keep empty buffers null.
+  if (bytes > 0) NQC_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept
+    : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    if (ptr_) cudaFree(ptr_);
+    ptr_ = std::exchange(o.ptr_, nullptr);
+    bytes_ = std::exchange(o.bytes_, 0);
+  }
+  return *this;
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  // No throw from a destructor; at interpreter exit the runtime may already be unloading.
+  if (ptr_) cudaFree(ptr_);
+}
+
+void DeviceBuffer::upload(const void* host, size_t bytes) {
+  if (bytes > bytes_) throw std::logic_error("_quant_cuda: upload larger than the buffer");
+  if (bytes > 0) NQC_CUDA_CHECK(cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice));
+}
+
+void DeviceBuffer::download(void* host, size_t bytes) const {
+  if (bytes > bytes_) throw std::logic_error("_quant_cuda: download larger than the buffer");
+  if (bytes > 0) NQC_CUDA_CHECK(cudaMemcpy(host, ptr_, bytes, cudaMemcpyDeviceToHost));
+}
+
+void DeviceBuffer::zero() {
+  if (bytes_ > 0) NQC_CUDA_CHECK(cudaMemset(ptr_, 0, bytes_));
+}
+
+DeviceBuffer to_device(const void* host, size_t bytes) {
+  DeviceBuffer b(bytes);
+  b.upload(host, bytes);
+  return b;
+}
+
+DeviceInfo device_info() {
+  require_gpu();
+  int dev = 0;
+  NQC_CUDA_CHECK(cudaGetDevice(&dev));
+  cudaDeviceProp prop;
+  NQC_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+  DeviceInfo d;
+  d.name = prop.name;
+  d.major = prop.major;
+  d.minor = prop.minor;
+  d.sm_count = prop.multiProcessorCount;
+  d.total_memory = prop.totalGlobalMem;
+  return d;
+}
+
+}  // namespace cuda
+}  // namespace needle_qc
