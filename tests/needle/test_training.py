@@ -35,14 +35,3 @@ def test_mlp_reaches_95_percent_on_heldout():
     model = _fit(models.MLP(784, hidden=(256,), device=device), X, y, epochs=5, lr=1e-3,
                  batch_size=64, device=device)
     assert models.accuracy(model, Xh, yh, device=device) >= 0.95
-
-
-@pytest.mark.slow
-def test_small_cnn_reaches_97_percent_on_heldout():
-    device = _device()
-    np.random.seed(0)
-    X, y = load_mnist_split("train")
-    Xh, yh = load_mnist_split("heldout")
-    model = _fit(models.SmallCNN(device=device), to_nchw(X), y, epochs=2, lr=2e-3,
-                 batch_size=64, device=device)
-    assert models.accuracy(model, to_nchw(Xh), yh, device=device) >= 0.97
