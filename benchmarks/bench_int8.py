@@ -21,7 +21,7 @@ GEMM_SHAPES = [
     (1024, 1024, 1024),
     (256, 4096, 1024),
 ]
-THREADS = 2
+THREADS = int(os.environ.get("NEEDLE_NUM_THREADS", "2"))
 
 
 def seconds(fn, min_time=0.3, max_reps=200):
@@ -202,6 +202,23 @@ def bench_conv(torch, ortmods):
         )
 
 
+def bench_stem_conv(torch):
+    print("\n== SmallCNN stem: int8 conv 3x3 1->16 28x28 pad 1, batch 64 (ms), 2 threads ==")
+    rng = np.random.default_rng(4)
+    w = rng.integers(-127, 128, (3, 3, 1, 16)).astype(np.int8)
+    x = rng.integers(0, 256, (64, 28, 28, 1)).astype(np.uint8)
+    pw = q.pack_conv_weight_s8(w)
+    mult = np.full(16, 1e-3, np.float32)
+    conv = partial(q.conv2d_u8s8_requant, x, 128, pw, 1, 1, None, mult, 128, 0, 255)
+    line = f"ours {seconds(conv) * 1e3:7.3f}"
+    if torch is not None:
+        xf = torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32))
+        wf = torch.from_numpy(w.transpose(3, 2, 0, 1).astype(np.float32))
+        t = seconds(partial(torch.nn.functional.conv2d, xf, wf, padding=1))
+        line += f" | torch fp32 {t * 1e3:7.3f}"
+    print(line)
+
+
 def torch_qconv(torch, engine, xf, wf):
     torch.backends.quantized.engine = engine
     conv = torch.ao.nn.quantized.Conv2d(64, 64, 3, padding=1)
@@ -258,6 +275,7 @@ def main():
         bench_gemm(torch, ortmods)
     if args.only in (None, "conv"):
         bench_conv(torch, ortmods)
+        bench_stem_conv(torch)
     if args.only in (None, "weight"):
         bench_weight_only()
     if args.only in (None, "quantize"):

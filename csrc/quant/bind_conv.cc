@@ -70,13 +70,9 @@ py::array run_conv(const ConvCall& c, const PackedConvWeight& w, OutputKind kind
   p.a_zp = &zp;
   p.a_zp_per_row = false;
   const Isa isa = selected_isa();
-  const size_t image_in = g.H * g.W * g.C, image_out = g.OH * g.OW * w.Cout * out_itemsize;
   py::gil_scoped_release nogil;
-  for (size_t n = 0; n < c.batch; ++n) {
-    PackedA a = im2col_pack(c.x.data() + n * image_in, g, c.x_zp, isa == Isa::avx2,
-                            !w.gemm.zero_point_is_zero);
-    gemm_u8s8(a, w.gemm, isa, GemmOptions{}, kind, p, dst + n * image_out);
-  }
+  // Spreads images over the threads when one image's GEMM is too small to split (conv.h).
+  conv2d_u8s8_batch(c.x.data(), c.batch, g, c.x_zp, w, isa, kind, p, dst, out_itemsize);
   return out;
 }
 

@@ -21,18 +21,47 @@ bool ConvGeometry::is_pointwise() const {
   return KH == 1 && KW == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0;
 }
 
+// Short runs (small Cin: the 1-channel stem copies 3 bytes per kernel row) are cheaper as a
+// byte loop than as a memcpy/memset call.
+static inline void copy_bytes(uint8_t* dst, const uint8_t* src, size_t n) {
+  if (n > 16) {
+    std::memcpy(dst, src, n);
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+static inline void fill_bytes(uint8_t* dst, uint8_t v, size_t n) {
+  if (n > 16) {
+    std::memset(dst, v, n);
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) dst[i] = v;
+}
+
 static void im2col_row(const uint8_t* x, const ConvGeometry& g, size_t oh, size_t ow,
                        uint8_t x_zp, uint8_t* dst) {
+  const size_t run = g.KW * g.C;  // one kernel row: KW adjacent input pixels, C bytes each
+  const long iw0 = long(ow * g.sw) - long(g.pw);
+  const bool cols_inside = iw0 >= 0 && iw0 + long(g.KW) <= long(g.W);
   for (size_t kh = 0; kh < g.KH; ++kh) {
     const long ih = long(oh * g.sh + kh) - long(g.ph);
+    uint8_t* d = dst + kh * run;
+    if (ih < 0 || ih >= long(g.H)) {
+      fill_bytes(d, x_zp, run);
+      continue;
+    }
+    const uint8_t* row = x + size_t(ih) * g.W * g.C;
+    if (cols_inside) {
+      copy_bytes(d, row + size_t(iw0) * g.C, run);
+      continue;
+    }
     for (size_t kw = 0; kw < g.KW; ++kw) {
-      const long iw = long(ow * g.sw + kw) - long(g.pw);
-      uint8_t* d = dst + (kh * g.KW + kw) * g.C;
-      if (ih < 0 || iw < 0 || ih >= long(g.H) || iw >= long(g.W)) {
-        std::memset(d, x_zp, g.C);
-      } else {
-        std::memcpy(d, x + (size_t(ih) * g.W + size_t(iw)) * g.C, g.C);
-      }
+      const long iw = iw0 + long(kw);
+      if (iw < 0 || iw >= long(g.W))
+        fill_bytes(d + kw * g.C, x_zp, g.C);
+      else
+        copy_bytes(d + kw * g.C, row + size_t(iw) * g.C, g.C);
     }
   }
 }
@@ -59,6 +88,31 @@ PackedA im2col_pack(const uint8_t* x, const ConvGeometry& g, uint8_t x_zp, bool 
     }
   }
   return p;
+}
+
+void conv2d_u8s8_batch(const uint8_t* x, size_t batch, const ConvGeometry& g, uint8_t x_zp,
+                       const PackedConvWeight& w, Isa isa, OutputKind kind,
+                       const OutputParams& p, void* out, size_t out_itemsize) {
+  const size_t image_in = g.H * g.W * g.C;
+  const size_t image_out = g.OH * g.OW * w.Cout * out_itemsize;
+  auto one_image = [&](size_t n) {
+    PackedA a = im2col_pack(x + n * image_in, g, x_zp, isa == Isa::avx2,
+                            !w.gemm.zero_point_is_zero);
+    gemm_u8s8(a, w.gemm, isa, GemmOptions{}, kind, p, static_cast<uint8_t*>(out) + n * image_out);
+  };
+  // An image whose GEMM is too small to split (the 1-channel stem: ~0.2M multiply-adds) or has
+  // fewer column panels than threads runs whole on one thread, images spread over the threads;
+  // otherwise images go one after another and each GEMM splits its panels.
+  const size_t macs = g.OH * g.OW * w.gemm.K4 * w.gemm.panels * kPanelWidth;
+  const bool per_image_threads =
+      macs >= (size_t{1} << 21) && w.gemm.panels >= static_cast<size_t>(num_threads());
+  if (batch > 1 && !per_image_threads) {
+    parallel_for(batch, 1, [&](size_t begin, size_t end) {
+      for (size_t n = begin; n < end; ++n) one_image(n);
+    });
+    return;
+  }
+  for (size_t n = 0; n < batch; ++n) one_image(n);
 }
 
 }  // namespace needle_qc

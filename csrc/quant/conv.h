@@ -21,4 +21,11 @@ struct PackedConvWeight {
 PackedA im2col_pack(const uint8_t* x, const ConvGeometry& g, uint8_t x_zp, bool widen_i16,
                     bool rowsums);
 
+// The whole batch x[batch, H, W, C] -> out (one GEMM per image, each image's output is
+// OH * OW * Cout elements of out_itemsize bytes). Small per-image GEMMs are spread over the
+// threads image by image, large ones split their column panels; results are identical either way.
+void conv2d_u8s8_batch(const uint8_t* x, size_t batch, const ConvGeometry& g, uint8_t x_zp,
+                       const PackedConvWeight& w, Isa isa, OutputKind kind,
+                       const OutputParams& p, void* out, size_t out_itemsize);
+
 }  // namespace needle_qc

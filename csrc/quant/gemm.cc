@@ -1,36 +1,50 @@
 // gemm.cc: the int8 GEMM driver, a good place to start reading. Loop nest:
 //
 //   for each block of MC rows (so the packed rows stay in L2)      (threads split the panels)
-//     for each 16-column panel p of W
-//       for each MR-row tile: ukernel -> raw int32 tile -> correct_tile -> output_tile
+//     for each group of NP adjacent 16-column panels of W
+//       for each MR-row tile: ukernel -> NP raw int32 tiles -> correct_tile -> output_tile
+//
+// Few rows (M <= kGemvRows, the GEMV case) take one row tile over four panels, so the work is a
+// stream over the packed weights split between the threads by columns.
 #include <algorithm>
 
 #include "quant.h"
+#include "ukernel_panels.h"
 
 namespace needle_qc {
 
 constexpr size_t kRowBlock = 96;  // MC: rows of A per L2-resident block
+constexpr size_t kGemvRows = 4;   // M at or below this: GEMV-style tiles
 
-using TileFn = void (*)(size_t mr, const PackedA& a, size_t m0, const PackedWeightS8& w,
-                        size_t panel, int32_t* c);
+using TileFn = void (*)(size_t mr, size_t np, const PackedA& a, size_t m0,
+                        const PackedWeightS8& w, size_t panel, int32_t* c);
 
-static void tile_scalar(size_t mr, const PackedA& a, size_t m0, const PackedWeightS8& w,
-                        size_t panel, int32_t* c) {
-  ukernel_u8s8_scalar(mr, a.K4, a.u8.data() + m0 * a.K4, a.K4, w.panel(panel), c);
+static size_t panel_stride(const PackedWeightS8& w) { return w.K4 * kPanelWidth; }
+
+static void tile_scalar(size_t mr, size_t np, const PackedA& a, size_t m0,
+                        const PackedWeightS8& w, size_t panel, int32_t* c) {
+  for (size_t p = 0; p < np; ++p)
+    ukernel_u8s8_scalar(mr, a.K4, a.u8.data() + m0 * a.K4, a.K4, w.panel(panel + p),
+                        c + p * kTileStride);
 }
 
 #if defined(NEEDLE_QC_X86)
-static void tile_avx2_exact(size_t mr, const PackedA& a, size_t m0, const PackedWeightS8& w,
-                            size_t panel, int32_t* c) {
-  ukernel_i16_avx2_exact(mr, a.K4, a.i16.data() + m0 * a.K4, a.K4, w.panel(panel), c);
+static void tile_avx2_exact(size_t mr, size_t np, const PackedA& a, size_t m0,
+                            const PackedWeightS8& w, size_t panel, int32_t* c) {
+  for (size_t p = 0; p < np; ++p)
+    ukernel_i16_avx2_exact(mr, a.K4, a.i16.data() + m0 * a.K4, a.K4, w.panel(panel + p),
+                           c + p * kTileStride);
 }
-static void tile_avx2_fast(size_t mr, const PackedA& a, size_t m0, const PackedWeightS8& w,
-                           size_t panel, int32_t* c) {
-  ukernel_u8s8_avx2_maddubs(mr, a.K4, a.u8.data() + m0 * a.K4, a.K4, w.panel(panel), c);
+static void tile_avx2_fast(size_t mr, size_t np, const PackedA& a, size_t m0,
+                           const PackedWeightS8& w, size_t panel, int32_t* c) {
+  for (size_t p = 0; p < np; ++p)
+    ukernel_u8s8_avx2_maddubs(mr, a.K4, a.u8.data() + m0 * a.K4, a.K4, w.panel(panel + p),
+                              c + p * kTileStride);
 }
-static void tile_vnni(size_t mr, const PackedA& a, size_t m0, const PackedWeightS8& w,
+static void tile_vnni(size_t mr, size_t np, const PackedA& a, size_t m0, const PackedWeightS8& w,
                       size_t panel, int32_t* c) {
-  ukernel_u8s8_avx512vnni(mr, a.K4, a.u8.data() + m0 * a.K4, a.K4, w.panel(panel), c);
+  ukernel_u8s8_avx512vnni_panels(mr, np, a.K4, a.u8.data() + m0 * a.K4, a.K4, w.panel(panel),
+                                 panel_stride(w), c);
 }
 #endif
 
@@ -44,26 +58,54 @@ static TileFn choose_tile(Isa isa, bool fast) {
   return tile_scalar;
 }
 
-static void gemm_panels(size_t p_begin, size_t p_end, const PackedA& a, const PackedWeightS8& w,
-                        TileFn tile, size_t MR, bool simd_output, OutputKind kind,
-                        const OutputParams& p, void* out) {
-  alignas(64) int32_t c[kMaxMR * kPanelWidth];
+// Tile shape: rows per tile (MR) and panels per tile (NP).
+struct TileShape {
+  size_t MR, NP;
+};
+
+static TileShape choose_shape(Isa isa, bool fast, size_t M) {
+  if (isa != Isa::avx512vnni) return {ukernel_mr(isa, fast), 1};
+  if (M <= kGemvRows) return {std::max<size_t>(1, M), 4};
+  return {ukernel_mr(isa, fast), 2};
+}
+
+struct GemmJob {
+  const PackedA& a;
+  const PackedWeightS8& w;
+  TileFn tile;
+  TileShape shape;
+  bool simd_output;
+  OutputKind kind;
+  const OutputParams& p;
+  void* out;
+};
+
+static void output_panel(const GemmJob& job, const int32_t* c, size_t mr, size_t m0,
+                         size_t panel, int32_t* acc) {
+  const size_t n0 = panel * kPanelWidth, nc = std::min<size_t>(kPanelWidth, job.w.N - n0);
+#if defined(NEEDLE_QC_X86)
+  if (job.simd_output && nc == kPanelWidth) {
+    output_tile16_avx2(job.kind, c, mr, m0, n0, job.w, job.a, job.p, job.out, job.w.N);
+    return;
+  }
+#endif
+  correct_tile(c, mr, m0, n0, nc, job.w, job.a, job.p, acc);
+  output_tile(job.kind, acc, mr, m0, n0, nc, job.p, job.out, job.w.N);
+}
+
+static void gemm_panels(const GemmJob& job, size_t p_begin, size_t p_end) {
+  alignas(64) int32_t c[kMaxPanelsPerTile * kTileStride];
   alignas(64) int32_t acc[kMaxMR * kPanelWidth];
-  for (size_t mb = 0; mb < a.M; mb += kRowBlock) {
-    const size_t m_end = std::min(a.M, mb + kRowBlock);
-    for (size_t panel = p_begin; panel < p_end; ++panel) {
-      const size_t n0 = panel * kPanelWidth, nc = std::min<size_t>(kPanelWidth, w.N - n0);
+  const size_t M = job.a.M, MR = job.shape.MR, NP = job.shape.NP;
+  for (size_t mb = 0; mb < M; mb += kRowBlock) {
+    const size_t m_end = std::min(M, mb + kRowBlock);
+    for (size_t panel = p_begin; panel < p_end; panel += NP) {
+      const size_t np = std::min(NP, p_end - panel);
       for (size_t m0 = mb; m0 < m_end; m0 += MR) {
         const size_t mr = std::min(MR, m_end - m0);
-        tile(mr, a, m0, w, panel, c);
-#if defined(NEEDLE_QC_X86)
-        if (simd_output && nc == kPanelWidth) {
-          output_tile16_avx2(kind, c, mr, m0, n0, w, a, p, out, w.N);
-          continue;
-        }
-#endif
-        correct_tile(c, mr, m0, n0, nc, w, a, p, acc);
-        output_tile(kind, acc, mr, m0, n0, nc, p, out, w.N);
+        job.tile(mr, np, job.a, m0, job.w, panel, c);
+        for (size_t p = 0; p < np; ++p)
+          output_panel(job, c + p * kTileStride, mr, m0, panel + p, acc);
       }
     }
   }
@@ -72,14 +114,13 @@ static void gemm_panels(size_t p_begin, size_t p_end, const PackedA& a, const Pa
 void gemm_u8s8(const PackedA& a, const PackedWeightS8& w, Isa isa, const GemmOptions& opt,
                OutputKind kind, const OutputParams& p, void* out) {
   const bool fast = opt.allow_fast && isa == Isa::avx2;
-  TileFn tile = choose_tile(isa, fast);
-  const size_t MR = ukernel_mr(isa, fast);
+  const GemmJob job{a, w, choose_tile(isa, fast), choose_shape(isa, fast, a.M),
+                    isa != Isa::scalar, kind, p, out};
   // Tiny problems are not worth a thread; each thread needs ~1M multiply-adds to pay off.
   const size_t macs_per_panel = std::max<size_t>(1, a.M * a.K4 * kPanelWidth);
   const size_t min_panels = std::max<size_t>(1, (size_t{1} << 20) / macs_per_panel);
-  parallel_for(w.panels, min_panels, [&](size_t begin, size_t end) {
-    gemm_panels(begin, end, a, w, tile, MR, isa != Isa::scalar, kind, p, out);
-  });
+  parallel_for(w.panels, min_panels,
+               [&](size_t begin, size_t end) { gemm_panels(job, begin, end); });
 }
 
 }  // namespace needle_qc

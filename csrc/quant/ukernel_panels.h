@@ -1,0 +1,18 @@
+// ukernel_panels.h: multi-panel microkernels (several adjacent 16-column panels per call).
+#pragma once
+
+#include "quant.h"
+
+namespace needle_qc {
+
+constexpr size_t kMaxPanelsPerTile = 4;
+// Stride between the per-panel tiles of a multi-panel result: c[p * kTileStride + r * 16 + j].
+constexpr size_t kTileStride = kMaxMR * kPanelWidth;
+
+// Raw int32 tiles for np <= kMaxPanelsPerTile adjacent panels starting at w (panel_stride bytes
+// apart); exact for every input, same sums as ukernel_u8s8_avx512vnni panel by panel.
+void ukernel_u8s8_avx512vnni_panels(size_t mr, size_t np, size_t K4, const uint8_t* a,
+                                    size_t lda, const int8_t* w, size_t panel_stride,
+                                    int32_t* c);
+
+}  // namespace needle_qc
