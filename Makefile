@@ -34,7 +34,6 @@ test-fast: install
 	$(BIN)/python -m pytest -q -x -m "not slow" tests
 
 bench: install
-	$(BIN)/python -m pip install -q --disable-pip-version-check ".[bench]" --no-deps >/dev/null 2>&1 || true
 	$(BIN)/python benchmarks/run_all.py
 
 report: install
