@@ -77,12 +77,25 @@ def _conv_f32_nhwc(w, bias, stride, padding, relu=False):
 
 # ----------------------------------------------------------------------------- builders
 
-def build_linear(ctx, node):
+def _float_layer_consts(ctx, node):
+    """(w, bias or None) of a float32 linear/conv2d with constant operands, else None.
+
+    None also for a fused activation other than relu: Needle evaluates those layers.
+    """
     w = ctx.const(node.inputs[1])
-    bias = ctx.const(node.inputs[2]) if len(node.inputs) == 3 else None
-    if w is None or (len(node.inputs) == 3 and bias is None) or node.meta["dtype"] != "float32" \
+    has_bias = len(node.inputs) == 3
+    bias = ctx.const(node.inputs[2]) if has_bias else None
+    if w is None or (has_bias and bias is None) or node.meta["dtype"] != "float32" \
             or node.attrs.get("activation") not in (None, "relu"):
         return None
+    return w, bias
+
+
+def build_linear(ctx, node):
+    consts = _float_layer_consts(ctx, node)
+    if consts is None:
+        return None
+    w, bias = consts
     mm = F32Matmul(w)
     relu = node.attrs.get("activation") == "relu"
     return Impl("fp32 gemm (ndl.cpu)", "float layer", _linear_f32(
@@ -92,11 +105,10 @@ def build_linear(ctx, node):
 
 
 def build_conv2d(ctx, node):
-    w = ctx.const(node.inputs[1])
-    bias = ctx.const(node.inputs[2]) if len(node.inputs) == 3 else None
-    if w is None or (len(node.inputs) == 3 and bias is None) or node.meta["dtype"] != "float32" \
-            or node.attrs.get("activation") not in (None, "relu"):
+    consts = _float_layer_consts(ctx, node)
+    if consts is None:
         return None
+    w, bias = consts
     conv, mm = _conv_f32_nhwc(w.astype(np.float32), None if bias is None else
                               bias.astype(np.float32), node.attrs["stride"],
                               node.attrs["padding"], node.attrs.get("activation") == "relu")

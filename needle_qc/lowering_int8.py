@@ -18,6 +18,27 @@ def _as_vector(scale, n):
     return np.ascontiguousarray(np.broadcast_to(s, (n,)) if s.size == 1 else s)
 
 
+def _layer_consts(ctx, node):
+    """(kernels, x, w node, w, s_w, bias) of a (x, w, s_w[, bias]) layer, or None.
+
+    None when the native kernels are missing or an operand is not a constant: the builder then
+    leaves the node to the reference evaluation.
+    """
+    q = _kernels()
+    x_node, w_node, s_node = node.inputs[:3]
+    w, s_w = ctx.const(w_node), ctx.const(s_node)
+    has_bias = len(node.inputs) == 4
+    bias = ctx.const(node.inputs[3]) if has_bias else None
+    if q is None or w is None or s_w is None or (has_bias and bias is None):
+        return None
+    return q, x_node, w_node, w, s_w, bias
+
+
+def _dequant_weight(w, scale_w):
+    """int8 weight times its per-output-channel scale, as float32 (the float versions)."""
+    return (w.astype(np.float32) * scale_w).astype(np.float32)
+
+
 def _layer_check(node, bound, bias):
     """Refuse a layer whose int32 accumulator (bias included) could overflow."""
     worst = int(bound) + (int(np.abs(bias.astype(np.int64)).max()) if bias is not None
@@ -45,12 +66,10 @@ def _fast_path(q, x_dtype, pw, a_max):
 
 def build_qlinear(ctx, node):
     """qlinear -> gemm_{u8,s8}s8_requant / _s32 with the zero point folded into the bias."""
-    q = _kernels()
-    x_node, w_node, s_node = node.inputs[:3]
-    w, s_w = ctx.const(w_node), ctx.const(s_node)
-    bias = ctx.const(node.inputs[3]) if len(node.inputs) == 4 else None
-    if q is None or w is None or s_w is None or (len(node.inputs) == 4 and bias is None):
+    layer = _layer_consts(ctx, node)
+    if layer is None:
         return None
+    q, x_node, w_node, w, s_w, bias = layer
     x_dtype = x_node.meta["dtype"]
     s_x, z_x = _qp(x_node)
     k, n = w.shape
@@ -127,7 +146,7 @@ def _dequant_in(s_x, z_x):
 
 def _qlinear_float(ctx, node, w, scale_w, bias, s_x, z_x, inputs):
     """The float version of a qlinear: dequantize, fp32 GEMM, quantize the output."""
-    w_f = (w.astype(np.float32) * scale_w).astype(np.float32)
+    w_f = _dequant_weight(w, scale_w)
     mm = F32Matmul(w_f)
     lin = _linear_f32(mm, _dequant_bias(bias, s_x, scale_w), node.attrs["relu"])
     out, dq = _requant_out(node), _dequant_in(s_x, z_x)
@@ -142,12 +161,10 @@ def _qlinear_float(ctx, node, w, scale_w, bias, s_x, z_x, inputs):
 
 def build_qconv2d(ctx, node):
     """qconv2d -> conv2d_u8s8_requant on NHWC (consecutive convs stay NHWC)."""
-    q = _kernels()
-    x_node, w_node, s_node = node.inputs[:3]
-    w, s_w = ctx.const(w_node), ctx.const(s_node)
-    bias = ctx.const(node.inputs[3]) if len(node.inputs) == 4 else None
-    if q is None or w is None or s_w is None or (len(node.inputs) == 4 and bias is None):
+    layer = _layer_consts(ctx, node)
+    if layer is None:
         return None
+    q, x_node, _, w, s_w, bias = layer
     if x_node.meta["dtype"] != "uint8":
         return None  # no s8 conv kernel: the reference evaluation handles it
     s_x, z_x = _qp(x_node)
@@ -185,7 +202,7 @@ def build_qconv2d(ctx, node):
 
 
 def _qconv_float(node, w, scale_w, bias, s_x, z_x, inputs):
-    w_f = (w.astype(np.float32) * scale_w).astype(np.float32)
+    w_f = _dequant_weight(w, scale_w)
     conv, mm = _conv_f32_nhwc(w_f, _dequant_bias(bias, s_x, scale_w), node.attrs["stride"],
                               node.attrs["padding"], node.attrs["relu"])
     out, dq = _requant_out(node), _dequant_in(s_x, z_x)
@@ -200,12 +217,10 @@ def _qconv_float(node, w, scale_w, bias, s_x, z_x, inputs):
 
 def build_linear_dynamic(ctx, node):
     """linear_dynamic -> dynamic_quantize_{u8,rows} + gemm_u8s8_f32, bias added after."""
-    q = _kernels()
-    x_node, w_node, s_node = node.inputs[:3]
-    w, s_w = ctx.const(w_node), ctx.const(s_node)
-    bias = ctx.const(node.inputs[3]) if len(node.inputs) == 4 else None
-    if q is None or w is None or s_w is None or (len(node.inputs) == 4 and bias is None):
+    layer = _layer_consts(ctx, node)
+    if layer is None:
         return None
+    q, x_node, _, w, s_w, bias = layer
     k, n = w.shape
     pw = ctx.packed_once("linear_dynamic", node,
                          lambda: q.pack_weight_s8(np.ascontiguousarray(w)))
@@ -232,7 +247,7 @@ def build_linear_dynamic(ctx, node):
     inputs = [ctx.value(x_node, "logical")]
     impl = Impl("dynamic_quantize + gemm_u8s8_f32", "exact path; activation scale per call",
                 fn, inputs, weights=weights, kind="int8")
-    w_f = (w.astype(np.float32) * scale_w).astype(np.float32)
+    w_f = _dequant_weight(w, scale_w)
     mm = F32Matmul(w_f)
     alt = Impl("fp32 gemm (ndl.cpu)", "float version", _linear_f32(mm, bias_f), inputs,
                weights=[_weight_record(node, "float32", w.size, mm.nbytes, 0)])
@@ -241,12 +256,10 @@ def build_linear_dynamic(ctx, node):
 
 def build_conv2d_dynamic(ctx, node):
     """conv2d_dynamic -> dynamic_quantize_u8 + conv2d_u8s8_f32 on NHWC, bias added after."""
-    q = _kernels()
-    x_node, w_node, s_node = node.inputs[:3]
-    w, s_w = ctx.const(w_node), ctx.const(s_node)
-    bias = ctx.const(node.inputs[3]) if len(node.inputs) == 4 else None
-    if q is None or w is None or s_w is None or (len(node.inputs) == 4 and bias is None):
+    layer = _layer_consts(ctx, node)
+    if layer is None:
         return None
+    q, x_node, _, w, s_w, bias = layer
     kk, _, cin, cout = w.shape
     pcw = ctx.packed_once("conv2d_dynamic", node,
                           lambda: q.pack_conv_weight_s8(np.ascontiguousarray(w)))
@@ -269,7 +282,7 @@ def build_conv2d_dynamic(ctx, node):
     impl = Impl("dynamic_quantize_u8 + conv2d_u8s8_f32 (NHWC)",
                 "exact path; activation scale per call, padding holds z_x", fn, inputs, "nhwc",
                 weights, "int8")
-    w_f = (w.astype(np.float32) * scale_w).astype(np.float32)
+    w_f = _dequant_weight(w, scale_w)
     conv, mm = _conv_f32_nhwc(w_f, bias_f, stride, pad)
     alt = Impl("fp32 im2col gemm (ndl.cpu, NHWC)", "float version", conv, inputs, "nhwc",
                [_weight_record(node, "float32", w.size, mm.nbytes, 0)], "float")

@@ -228,18 +228,23 @@ def _parse_items(tok, close, parse_one):
     return items
 
 
-def _parse_tuple(tok):
+def _parse_paren_tuple(tok, parse_one, example):
+    """``(a, b)`` -> tuple of ``parse_one`` results; ``(a)`` is refused (``example`` shows how)."""
     tok.next(text="(")
     items, trailing = [], False
     while not tok.accept(")"):
-        items.append(_parse_value(tok))
+        items.append(parse_one(tok))
         trailing = tok.accept(",")
         if not trailing:
             tok.next(text=")")
             break
     if len(items) == 1 and not trailing:
-        tok.fail("a one-element tuple needs a trailing comma: (x,)")
+        tok.fail(f"a one-element tuple needs a trailing comma: {example}")
     return tuple(items)
+
+
+def _parse_tuple(tok):
+    return _parse_paren_tuple(tok, _parse_value, "(x,)")
 
 
 def _parse_attrs(tok):
@@ -329,17 +334,7 @@ def _parse_result(tok, graph, flat):
     if tok.peek()[0] == "ref":
         flat.append(_lookup(tok, graph))
         return len(flat) - 1
-    tok.next(text="(")
-    items, trailing = [], False
-    while not tok.accept(")"):
-        items.append(_parse_result(tok, graph, flat))
-        trailing = tok.accept(",")
-        if not trailing:
-            tok.next(text=")")
-            break
-    if len(items) == 1 and not trailing:
-        tok.fail("a one-element tuple needs a trailing comma: (%x,)")
-    return tuple(items)
+    return _parse_paren_tuple(tok, lambda t: _parse_result(t, graph, flat), "(%x,)")
 
 
 def _parse_return_line(tok, graph):

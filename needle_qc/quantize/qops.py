@@ -125,32 +125,42 @@ def requantize_rule(metas, attrs):
     return _activation(metas, 0, "requantize"), _dtype_attr(attrs, "requantize")
 
 
-def qlinear_rule(metas, attrs):
-    """x_q [..., K] (u8/i8), w_q i8 [K, N], w_scale f32 [N] or [], bias i32 [N] -> [..., N]."""
-    op = "qlinear"
-    x = _activation(metas, 0, op)
+def _linear_out(metas, op, x, bias_dtype):
+    """Check weight i8 [K, N], its scale and optional bias of a linear; the [..., N] out shape."""
     w = _expect(metas, 1, op, "int8", what=" (weight)")
     if len(w) != 2 or not x or x[-1] != w[0]:
         raise IRError(f"{op}: x{x} does not match weight{w} (K, N)")
     _channel_scale(metas, 2, op, w[1])
     if len(metas) == 4:
-        _expect(metas, 3, op, "int32", (w[1],), " (bias)")
-    return x[:-1] + (w[1],), _dtype_attr(attrs, op, OUT_DTYPES)
+        _expect(metas, 3, op, bias_dtype, (w[1],), " (bias)")
+    return x[:-1] + (w[1],)
+
+
+def _conv_layer_out(metas, attrs, op, x, bias_dtype):
+    """Check weight i8 [K,K,Cin,Cout], its scale and the optional bias of a conv; NCHW out shape."""
+    w = _expect(metas, 1, op, "int8", what=" (weight)")
+    if len(x) != 4 or len(w) != 4 or x[1] != w[2] or w[0] != w[1]:
+        raise IRError(f"{op}: bad shapes x{x} w{w}; want NCHW and (K,K,{x[1:2]},Cout)")
+    _channel_scale(metas, 2, op, w[3])
+    if len(metas) == 4:
+        _expect(metas, 3, op, bias_dtype, (w[3],), " (bias)")
+    s, p = attrs["stride"], attrs["padding"]
+    h, wd = (_conv_out(x[i], w[0], s, p, op) for i in (2, 3))
+    return (x[0], w[3], h, wd)
+
+
+def qlinear_rule(metas, attrs):
+    """x_q [..., K] (u8/i8), w_q i8 [K, N], w_scale f32 [N] or [], bias i32 [N] -> [..., N]."""
+    op = "qlinear"
+    x = _activation(metas, 0, op)
+    return _linear_out(metas, op, x, "int32"), _dtype_attr(attrs, op, OUT_DTYPES)
 
 
 def qconv2d_rule(metas, attrs):
     """x_q NCHW (u8/i8), w_q i8 [K,K,Cin,Cout], w_scale f32 [Cout] or [], bias i32 [Cout]."""
     op = "qconv2d"
     x = _activation(metas, 0, op)
-    w = _expect(metas, 1, op, "int8", what=" (weight)")
-    if len(x) != 4 or len(w) != 4 or x[1] != w[2] or w[0] != w[1]:
-        raise IRError(f"{op}: bad shapes x{x} w{w}; want NCHW and (K,K,{x[1:2]},Cout)")
-    _channel_scale(metas, 2, op, w[3])
-    if len(metas) == 4:
-        _expect(metas, 3, op, "int32", (w[3],), " (bias)")
-    s, p = attrs["stride"], attrs["padding"]
-    h, wd = (_conv_out(x[i], w[0], s, p, op) for i in (2, 3))
-    return (x[0], w[3], h, wd), _dtype_attr(attrs, op, OUT_DTYPES)
+    return _conv_layer_out(metas, attrs, op, x, "int32"), _dtype_attr(attrs, op, OUT_DTYPES)
 
 
 def qmatmul_rule(metas, attrs):
@@ -173,31 +183,17 @@ def qadd_rule(metas, attrs):
 def linear_dynamic_rule(metas, attrs):
     """x f32 [..., K], w_q i8 [K, N], w_scale f32 [N] or [], bias f32 [N] -> f32 [..., N]."""
     op = "linear_dynamic"
-    x = _float(metas, 0, op)
-    w = _expect(metas, 1, op, "int8", what=" (weight)")
-    if len(w) != 2 or not x or x[-1] != w[0]:
-        raise IRError(f"{op}: x{x} does not match weight{w} (K, N)")
-    _channel_scale(metas, 2, op, w[1])
-    if len(metas) == 4:
-        _expect(metas, 3, op, "float32", (w[1],), " (bias)")
+    out = _linear_out(metas, op, _float(metas, 0, op), "float32")
     if attrs["granularity"] not in ("per_tensor", "per_token"):
         raise IRError(f"{op}: granularity={attrs['granularity']!r}; valid: per_tensor, per_token")
-    return x[:-1] + (w[1],), "float32"
+    return out, "float32"
 
 
 def conv2d_dynamic_rule(metas, attrs):
     """x f32 NCHW, w_q i8 [K,K,Cin,Cout], w_scale f32 [Cout] or [], bias f32 [Cout] -> f32."""
     op = "conv2d_dynamic"
     x = _float(metas, 0, op)
-    w = _expect(metas, 1, op, "int8", what=" (weight)")
-    if len(x) != 4 or len(w) != 4 or x[1] != w[2] or w[0] != w[1]:
-        raise IRError(f"{op}: bad shapes x{x} w{w}; want NCHW and (K,K,{x[1:2]},Cout)")
-    _channel_scale(metas, 2, op, w[3])
-    if len(metas) == 4:
-        _expect(metas, 3, op, "float32", (w[3],), " (bias)")
-    s, p = attrs["stride"], attrs["padding"]
-    h, wd = (_conv_out(x[i], w[0], s, p, op) for i in (2, 3))
-    return (x[0], w[3], h, wd), "float32"
+    return _conv_layer_out(metas, attrs, op, x, "float32"), "float32"
 
 
 def _weight_only_inputs(metas, attrs, op):

@@ -341,12 +341,7 @@ def qlinear_ref(x_q, x_scale, x_zp, w_q, w_scale, w_zp, bias_i32, y_scale, y_zp,
 
 
 def _per_channel(p, m: int, arg: str, op: str) -> np.ndarray:
-    arr = np.asarray(p)
-    if arr.ndim == 0 or arr.shape == (1,):
-        return arr.reshape(())
-    if arr.shape != (m,):
-        raise ValueError(f"{op}: {arg} shape {arr.shape} must be () or ({m},) (per output channel)")
-    return arr
+    return _rowcol_qparam(p, m, arg, op, "per output channel")
 
 
 def _centered_conv(x, x_zp, w, w_zp, attrs: dict, op: str) -> np.ndarray:

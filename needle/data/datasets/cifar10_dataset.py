@@ -9,7 +9,7 @@ import pickle
 
 import numpy as np
 
-from ..data_basic import Dataset
+from .image_dataset import ImageArrayDataset
 
 __all__ = ["CIFAR10Dataset", "load_cifar_batch"]
 
@@ -59,7 +59,7 @@ def load_cifar_batch(path):
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int32)
 
 
-class CIFAR10Dataset(Dataset):
+class CIFAR10Dataset(ImageArrayDataset):
     """CIFAR-10 images (3, 32, 32) float32 in [0, 1] and int32 labels.
 
     Parameters
@@ -80,15 +80,3 @@ class CIFAR10Dataset(Dataset):
         parts = [load_cifar_batch(os.path.join(base_folder, n)) for n in names]
         self.X = np.concatenate([x for x, _ in parts]).astype(np.float32) / 255.0
         self.y = np.concatenate([y for _, y in parts])
-
-    def __getitem__(self, index):
-        X = self.X[index]
-        if self.transforms:
-            if X.ndim == 3:
-                X = self.apply_transforms(X)
-            else:
-                X = np.stack([self.apply_transforms(x) for x in X])
-        return X, self.y[index]
-
-    def __len__(self):
-        return len(self.y)

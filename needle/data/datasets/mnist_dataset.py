@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 
-from ..data_basic import Dataset
+from .image_dataset import ImageArrayDataset
 
 __all__ = ["MNISTDataset", "parse_mnist", "read_idx"]
 
@@ -56,22 +56,10 @@ def parse_mnist(image_filename, label_filename):
     return X, labels.astype(np.int32)
 
 
-class MNISTDataset(Dataset):
+class MNISTDataset(ImageArrayDataset):
     """MNIST samples ``(image (28, 28, 1) float32, label int32)``; index arrays give batches."""
 
     def __init__(self, image_filename, label_filename, transforms=None):
         super().__init__(transforms)
         X, self.y = parse_mnist(image_filename, label_filename)
         self.X = X.reshape(-1, 28, 28, 1)
-
-    def __getitem__(self, index):
-        X = self.X[index]
-        if self.transforms:
-            if X.ndim == 3:
-                X = self.apply_transforms(X)
-            else:
-                X = np.stack([self.apply_transforms(x) for x in X])
-        return X, self.y[index]
-
-    def __len__(self):
-        return len(self.y)
