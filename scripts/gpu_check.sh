@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: build, run the CUDA backend tests plainly and under
-# compute-sanitizer (memcheck on everything, racecheck on the shared-memory kernels), summarise.
+# On a machine with an NVIDIA GPU: build, run the CUDA tests plainly and under compute-sanitizer
+# (memcheck on everything, racecheck on the shared-memory kernels), summarise.
 #
-# Usage: scripts/gpu_check.sh   (from anywhere; uses $PYTHON, else .venv/bin/python, else python3)
-#        SANITIZE=0 scripts/gpu_check.sh   skips the compute-sanitizer passes (the slow part)
-# Logs go to $OUT when set (the lent-machine convention), else build/gpu_check/.
-# Exit status: 0 when every step that could run passed.
+# Usage: scripts/gpu_check.sh [ndarray|quant|all]   (default all: the NDArray backend's tests,
+#        then the int8 kernels' tests, needle_qc._quant_cuda vs _quant_cpu bit for bit)
+#        SANITIZE=0 ...   skips the compute-sanitizer passes (the slow part)
+#        BUILD=0 ...      uses the extensions already built
+# Uses $PYTHON, else .venv/bin/python, else python3. Logs go to $OUT when set (the lent-machine
+# convention), else build/gpu_check/. Exit status: 0 when every step that could run passed and a
+# GPU was visible.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +16,12 @@ PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 LOGS=${OUT:-build/gpu_check}
 mkdir -p "$LOGS"
-TESTS=tests/csrc/test_cuda_backend.py
+case "${1:-all}" in
+  ndarray) SUITES=(ndarray) ;;
+  quant) SUITES=(quant) ;;
+  all) SUITES=(ndarray quant) ;;
+  *) echo "usage: $0 [ndarray|quant|all]" >&2; exit 2 ;;
+esac
 export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 declare -A RESULT
 FAIL=0
@@ -29,7 +37,9 @@ nvcc --version 2>&1 | tail -1
 
 step "build (editable install, offline: --no-build-isolation --no-deps)"
 PIP=(-m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .)
-if "${LOCK[@]}" "$PY" "${PIP[@]}" >"$LOGS/build.log" 2>&1; then
+if [ "${BUILD:-1}" = 0 ]; then
+  RESULT[build]="skipped (BUILD=0)"
+elif "${LOCK[@]}" "$PY" "${PIP[@]}" >"$LOGS/build.log" 2>&1; then
   RESULT[build]=ok
 else
   RESULT[build]="FAILED (see build.log)"
@@ -37,22 +47,25 @@ else
   tail -40 "$LOGS/build.log"
 fi
 
-step "device_count"
+step "device_count / kernel_info"
 COUNT=$("$PY" -c "from needle.backend_ndarray import ndarray_backend_cuda as m
 print(m.device_count())" 2>&1 | tail -1)
 echo "device_count() = $COUNT"
 RESULT[device_count]=$COUNT
+"$PY" -c "import needle_qc._quant_cuda as m; print(m.kernel_info())" 2>&1 | tail -3
 
-step "pytest $TESTS"
-"$PY" -m pytest -q -rs -p no:cacheprovider "$TESTS" 2>&1 | tee "$LOGS/pytest.log" | tail -30
-RC=${PIPESTATUS[0]}
-[ "$RC" -eq 0 ] || FAIL=1
-RESULT[pytest]="rc=$RC: $(grep -E '(passed|failed|error)' "$LOGS/pytest.log" | tail -1)"
+pytest_suite() {  # name, test file
+  step "pytest $2"
+  "$PY" -m pytest -q -rs -p no:cacheprovider "$2" 2>&1 | tee "$LOGS/$1.log" | tail -30
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || FAIL=1
+  RESULT[$1]="rc=$rc: $(grep -E '(passed|failed|error)' "$LOGS/$1.log" | tail -1)"
+}
 
 # compute-sanitizer refuses some virtualised GPUs ("Device not supported"): report, don't guess.
-sanitize() {  # name, tool, extra pytest args...
-  local name=$1 tool=$2
-  shift 2
+sanitize() {  # name, tool, test file, extra pytest args...
+  local name=$1 tool=$2 tests=$3
+  shift 3
   step "compute-sanitizer --tool $tool"
   if [ "${SANITIZE:-1}" = 0 ]; then
     RESULT[$name]="skipped (SANITIZE=0)"
@@ -63,7 +76,7 @@ sanitize() {  # name, tool, extra pytest args...
     return
   fi
   compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
-    "$PY" -m pytest -q -x -p no:cacheprovider "$TESTS" "$@" >"$LOGS/$name.log" 2>&1
+    "$PY" -m pytest -q -x -p no:cacheprovider "$tests" "$@" >"$LOGS/$name.log" 2>&1
   local rc=$?
   tail -15 "$LOGS/$name.log"
   local summary
@@ -75,12 +88,23 @@ sanitize() {  # name, tool, extra pytest args...
     [ "$rc" -eq 0 ] || FAIL=1
   fi
 }
-sanitize memcheck memcheck
-sanitize racecheck racecheck -k "matmul or reduc"
+KEYS=(build device_count)
+for suite in "${SUITES[@]}"; do
+  if [ "$suite" = ndarray ]; then
+    tests=tests/csrc/test_cuda_backend.py race="matmul or reduc"
+  else
+    # Shared-memory kernels: the dp4a GEMM (also behind conv), the weight-only GEMM.
+    tests=tests/csrc/test_quant_cuda.py race="gemm or conv or dynamic or weight_only"
+  fi
+  pytest_suite "$suite-pytest" "$tests"
+  sanitize "$suite-memcheck" memcheck "$tests"
+  sanitize "$suite-racecheck" racecheck "$tests" -k "$race"
+  KEYS+=("$suite-pytest" "$suite-memcheck" "$suite-racecheck")
+done
 
 step "summary"
-for k in build device_count pytest memcheck racecheck; do
-  printf '%-13s %s\n' "$k" "${RESULT[$k]:-not run}"
+for k in "${KEYS[@]}"; do
+  printf '%-18s %s\n' "$k" "${RESULT[$k]:-not run}"
 done
 [ "$COUNT" -ge 1 ] 2>/dev/null || { echo "no GPU visible: the CUDA tests were skipped"; FAIL=1; }
 exit $FAIL
