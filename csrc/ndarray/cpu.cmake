@@ -1,6 +1,7 @@
 # C++ CPU NDArray backend: pybind11 module needle/backend_ndarray/ndarray_backend_cpu.
 # SIMD kernels live in their own translation units compiled with -mavx2 -mfma -mf16c; the rest of
 # the module is baseline x86-64, and the SIMD paths are chosen at run time (never -march=native).
+# AVX-512 kernels get their own sources and -mavx512f, and are used only where the CPU reports it.
 set(NEEDLE_CPU_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/cpu_module.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/cpu_memory.cc
@@ -17,12 +18,18 @@ set(NEEDLE_CPU_SIMD_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/cpu_f16c.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/cpu_vmath_avx2.cc
 )
-pybind11_add_module(ndarray_backend_cpu MODULE ${NEEDLE_CPU_SOURCES} ${NEEDLE_CPU_SIMD_SOURCES})
+set(NEEDLE_CPU_AVX512_SOURCES
+  ${CMAKE_CURRENT_SOURCE_DIR}/cpu_sgemm_avx512.cc
+)
+pybind11_add_module(ndarray_backend_cpu MODULE
+  ${NEEDLE_CPU_SOURCES} ${NEEDLE_CPU_SIMD_SOURCES} ${NEEDLE_CPU_AVX512_SOURCES})
 target_link_libraries(ndarray_backend_cpu PRIVATE Threads::Threads)
 target_compile_options(ndarray_backend_cpu PRIVATE -O3 -Wall -Wextra -fno-math-errno)
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
   set_source_files_properties(${NEEDLE_CPU_SIMD_SOURCES}
     PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
+  set_source_files_properties(${NEEDLE_CPU_AVX512_SOURCES}
+    PROPERTIES COMPILE_OPTIONS "-mavx512f;-mavx2;-mfma")
   target_compile_definitions(ndarray_backend_cpu PRIVATE NEEDLE_X86_SIMD=1)
 endif()
 # The bindings are template-heavy and not on a hot path: -O1 halves their compile time.

@@ -19,11 +19,22 @@ int num_threads() {
   return hw == 0 ? 1 : static_cast<int>(std::min(hw, 256u));
 }
 
+namespace {
+
+bool env_flag_set(const char* name) {
+  const char* env = std::getenv(name);
+  return env != nullptr && env[0] != '\0' && !(env[0] == '0' && env[1] == '\0');
+}
+
+}  // namespace
+
 bool simd_disabled() {
-  static const bool off = [] {
-    const char* env = std::getenv("NEEDLE_CPU_NO_SIMD");
-    return env != nullptr && env[0] != '\0' && !(env[0] == '0' && env[1] == '\0');
-  }();
+  static const bool off = env_flag_set("NEEDLE_CPU_NO_SIMD");
+  return off;
+}
+
+bool avx512_disabled() {
+  static const bool off = env_flag_set("NEEDLE_CPU_NO_AVX512");
   return off;
 }
 

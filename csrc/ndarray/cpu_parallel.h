@@ -14,6 +14,10 @@ int num_threads();
 // takes its portable path (read once; used by tests to cover the fallback on SIMD machines).
 bool simd_disabled();
 
+// True when NEEDLE_CPU_NO_AVX512 is set like NEEDLE_CPU_NO_SIMD: AVX-512 kernels then step aside
+// for the AVX2 ones (read once; lets tests cover the AVX2 path on AVX-512 machines).
+bool avx512_disabled();
+
 // Calls fn(begin, end) on disjoint chunks covering [0, n). Runs inline when n < min_per_thread*2
 // or only one thread is configured; otherwise splits into at most num_threads() chunks, aligned
 // to `align` elements so vector loops and cache lines are not shared between threads.

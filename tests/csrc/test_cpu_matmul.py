@@ -147,3 +147,43 @@ def test_portable_fallback_passes_the_same_tests():
          str(here / "test_cpu_matmul.py::test_large_shapes")],
         env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+_SHAPES_FOR_PATHS = [(48, 37, 33), (50, 64, 70), (145, 129, 97), (200, 300, 64), (7, 40, 31)]
+_PATH_SCRIPT = """
+import sys, numpy as np
+from needle.backend_ndarray import ndarray_backend_cpu as m
+out = {}
+for i, (a, b, c) in enumerate(%r):
+    rng = np.random.default_rng(i)
+    x = rng.standard_normal((a, b)).astype(np.float32)
+    y = rng.standard_normal((b, c)).astype(np.float32)
+    ha, hb, hc = m.Array(x.size), m.Array(y.size), m.Array(a * c)
+    m.from_numpy(x, ha); m.from_numpy(y, hb)
+    m.matmul(ha, hb, hc, a, b, c)
+    out[str(i)] = m.to_numpy(hc, (a, c), (c, 1), 0).copy()
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_avx512_and_avx2_kernels_give_identical_bits(tmp_path):
+    """NEEDLE_CPU_NO_AVX512=1 forces the 6x16 AVX2 kernel: same summation order, same bits."""
+    import os
+    import subprocess
+    import sys
+
+    script = _PATH_SCRIPT % (_SHAPES_FOR_PATHS,)
+    results = {}
+    for name, extra in (("default", {}), ("no_avx512", {"NEEDLE_CPU_NO_AVX512": "1"})):
+        path = tmp_path / f"{name}.npz"
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True,
+                       env=dict(os.environ, NEEDLE_NUM_THREADS="2", **extra))
+        results[name] = np.load(path)
+    for key in results["default"].files:
+        np.testing.assert_array_equal(results["default"][key], results["no_avx512"][key])
+        a, b, c = _SHAPES_FOR_PATHS[int(key)]
+        rng = np.random.default_rng(int(key))
+        x = rng.standard_normal((a, b))
+        y = rng.standard_normal((b, c))
+        np.testing.assert_allclose(results["default"][key], x.astype(np.float32).astype(
+            np.float64) @ y.astype(np.float32).astype(np.float64), rtol=1e-4, atol=1e-4)
