@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "quant.h"
+#include "weight_panels.h"
 
 namespace needle_qc {
 
@@ -94,21 +95,7 @@ void gemm_f32_lowbit(const float* x, size_t M, const PackedWeightLowBit& w, cons
 #if defined(NEEDLE_QC_X86)
   if (isa != Isa::scalar) panel_fn = lowbit_panel_avx2;
 #endif
-  constexpr size_t MR = 4;
-  const size_t min_panels = std::max<size_t>(1, (size_t{1} << 18) / std::max<size_t>(1, M * w.K));
-  parallel_for(w.panels, min_panels, [&](size_t begin, size_t end) {
-    alignas(32) float tile[MR * kPanelWidth];
-    for (size_t panel = begin; panel < end; ++panel) {
-      const size_t n0 = panel * kPanelWidth, nc = std::min<size_t>(kPanelWidth, w.N - n0);
-      for (size_t m0 = 0; m0 < M; m0 += MR) {
-        const size_t mr = std::min(MR, M - m0);
-        panel_fn(mr, x + m0 * w.K, w.K, w, panel, tile);
-        for (size_t r = 0; r < mr; ++r)
-          for (size_t j = 0; j < nc; ++j)
-            y[(m0 + r) * w.N + n0 + j] = tile[r * kPanelWidth + j] + (bias ? bias[n0 + j] : 0.0f);
-      }
-    }
-  });
+  run_weight_panels<4>(panel_fn, x, M, w, bias, y);
 }
 
 }  // namespace needle_qc
