@@ -24,11 +24,14 @@ GEMM_SHAPES = [
 THREADS = int(os.environ.get("NEEDLE_NUM_THREADS", "2"))
 
 
-def seconds(fn, min_time=0.3, max_reps=200):
+def seconds(fn, min_time=0.3, max_reps=3000):
     """Best wall time of fn() over enough repetitions to fill about min_time seconds.
 
-    The minimum, not the median: on a shared machine, other load only ever adds time.
+    The minimum, not the median: on a shared machine, other load only ever adds time. A short
+    pause first lets the previous contender's spinning worker threads (OpenMP, ORT, OpenBLAS, ours)
+    go to sleep, so no library is timed while another one still holds a core.
     """
+    time.sleep(0.05)
     fn()
     start = time.perf_counter()
     fn()

@@ -302,6 +302,9 @@ def _layer_weight_count(node):
 def _has_bias(node):
     if "has_bias" in node.attrs:
         return bool(node.attrs["has_bias"])
+    if node.op in ("qlinear", "qconv2d"):  # a 4th input may be the weight zero point
+        from needle_qc.quantize.qeval import layer_optional_inputs
+        return layer_optional_inputs([i.meta.get("dtype") for i in node.inputs])[1] is not None
     return len(node.inputs) == {"linear": 3, "conv2d": 3}.get(node.op, 4)
 
 

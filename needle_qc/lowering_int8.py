@@ -1,10 +1,13 @@
 """Builders of the int8 layers with packed weights: qlinear, qconv2d, linear/conv2d_dynamic."""
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .lowering_common import INT32_MAX, _kernels, _qp, _weight_record
 from .lowering_float import F32Matmul, _conv_f32_nhwc, _linear_f32
 from .lowering_program import Impl
+from .quantize.qeval import layer_optional_inputs
 from .quantize.qparams import qrange
 from .quantize.reference import requant_multiplier
 
@@ -34,9 +37,58 @@ def _layer_consts(ctx, node):
     return q, x_node, w_node, w, s_w, bias
 
 
-def _dequant_weight(w, scale_w):
-    """int8 weight times its per-output-channel scale, as float32 (the float versions)."""
-    return (w.astype(np.float32) * scale_w).astype(np.float32)
+@dataclass
+class StaticLayer:
+    """The constant operands of a qlinear/qconv2d ``(x, w, w_scale[, w_zp][, bias])``.
+
+    ``w_s8``/``zp_s8`` are what the int8 kernels pack: a uint8 weight and its zero point moved
+    by -128 (``w - z`` is unchanged, so is every accumulator); ``zp`` is the zero point per
+    output channel as int32, zeros when the layer has none.
+    """
+
+    x_node: object
+    w_node: object
+    zp_node: object
+    w: np.ndarray
+    s_w: np.ndarray
+    zp: np.ndarray
+    bias: object
+    w_s8: np.ndarray
+    zp_s8: np.ndarray
+
+    @property
+    def params(self):
+        """The param nodes a packed weight depends on (the packing cache key)."""
+        return tuple(p for p in (self.w_node, self.zp_node) if p is not None)
+
+    @property
+    def kernel_zero_point(self):
+        """True when the kernel subtracts a weight zero point (a u8 z = 128 becomes 0)."""
+        return bool(np.any(self.zp_s8))
+
+
+def _static_layer(ctx, node):
+    """The :class:`StaticLayer` of ``node``, or None when an operand is not a constant."""
+    zp_i, bias_i = layer_optional_inputs([n.meta.get("dtype") for n in node.inputs])
+    consts = [ctx.const(node.inputs[i]) if i is not None else 0 for i in (1, 2, zp_i, bias_i)]
+    if any(c is None for c in consts):
+        return None
+    w, s_w, zp, bias = consts
+    n = w.shape[-1]
+    zp = np.broadcast_to(np.asarray(zp, np.int32).reshape(-1), (n,)).copy()
+    shift = 128 if w.dtype == np.uint8 else 0  # the kernels take int8 weights
+    w_s8 = np.ascontiguousarray((w.astype(np.int16) - shift).astype(np.int8))
+    return StaticLayer(node.inputs[0], node.inputs[1],
+                       None if zp_i is None else node.inputs[zp_i], w, s_w, zp,
+                       None if bias_i is None else bias, w_s8, zp - shift)
+
+
+def _dequant_weight(w, scale_w, zp=None):
+    """``(w - zp) * scale`` per output channel, as float32 (the float versions): the exact
+    integer difference, then one fp32 multiply, as ``dequantize`` does."""
+    centred = w.astype(np.float32) if zp is None else \
+        (w.astype(np.int32) - zp.astype(np.int32)).astype(np.float32)
+    return (centred * scale_w).astype(np.float32)
 
 
 def _layer_check(node, bound, bias):
@@ -48,6 +100,14 @@ def _layer_check(node, bound, bias):
                          f"|sum| <= {bound} plus |bias| gives {worst} > 2^31-1; quantize this "
                          "layer with fewer input channels per output, a narrower range, or "
                          "keep it float")
+
+
+def _weight_zp_note(layer):
+    """The explain() words for a weight zero point (none when it is 0 everywhere)."""
+    if not layer.kernel_zero_point:
+        return ""
+    shifted = " (u8 weight stored as int8 w - 128)" if layer.w.dtype == np.uint8 else ""
+    return f"; weight zero point applied in kernel via row sums{shifted}"
 
 
 def _fast_path(q, x_dtype, pw, a_max):
@@ -64,22 +124,32 @@ def _fast_path(q, x_dtype, pw, a_max):
 
 # ----------------------------------------------------------------------------- builders
 
+def _pack_linear(ctx, node, q, layer):
+    """The packed s8 weight of a qlinear (once per weight and zero point params)."""
+    def make():
+        return q.pack_weight_s8(layer.w_s8, layer.zp_s8)
+    if all(p.op == "param" for p in layer.params):
+        return ctx.packed_once("s8 weight", node, make, params=layer.params)
+    return make()
+
+
 def build_qlinear(ctx, node):
     """qlinear -> gemm_{u8,s8}s8_requant / _s32 with the zero point folded into the bias."""
-    layer = _layer_consts(ctx, node)
-    if layer is None:
+    q, layer = _kernels(), _static_layer(ctx, node)
+    if q is None or layer is None:
         return None
-    q, x_node, w_node, w, s_w, bias = layer
+    x_node, w, s_w, bias = layer.x_node, layer.w, layer.s_w, layer.bias
     x_dtype = x_node.meta["dtype"]
     s_x, z_x = _qp(x_node)
     k, n = w.shape
-    pw = ctx.packed_once("s8 weight", node, lambda: q.pack_weight_s8(np.ascontiguousarray(w)),
-                         params=(w_node,)) if w_node.op == "param" else \
-        q.pack_weight_s8(np.ascontiguousarray(w))
+    pw = _pack_linear(ctx, node, q, layer)
     lo, hi = qrange(x_dtype)
+    # col_abs (hence the bound) is taken over w - z_w: the weight zero point is accounted for
     _layer_check(node, q.accumulator_bound(k, (lo - z_x, hi - z_x), pw), bias)
     bias32 = np.zeros(n, np.int64) if bias is None else bias.astype(np.int64)
-    folded = bias32 - z_x * np.asarray(pw.colsum, np.int64)
+    # with a_zp = 0 the kernel gives Σ x (w - z_w); Σ (x - z_x)(w - z_w) needs - z_x Σ (w - z_w)
+    w_sum = np.asarray(pw.colsum, np.int64) - k * layer.zp_s8.astype(np.int64)
+    folded = bias32 - z_x * w_sum
     raw_bound = q.accumulator_bound(k, (lo, hi), pw) + int(np.abs(folded).max(initial=0))
     fold = raw_bound <= INT32_MAX and folded.size and np.abs(folded).max() <= INT32_MAX
     a_zp = 0 if fold else z_x
@@ -113,10 +183,11 @@ def build_qlinear(ctx, node):
             return y.reshape(x.shape[:-1] + (n,))
         name = f"gemm_{'s8s8' if signed else 'u8s8'}_requant"
     why += "; zero point folded into int32 bias" if fold else "; zero point applied in kernel"
+    why += _weight_zp_note(layer)
     qbytes = scale_w.nbytes + bias_used.nbytes + (mult.nbytes if out_dtype != "float32" else 0)
-    weights = [_weight_record(node, "int8", w.size, pw.nbytes, qbytes)]
+    weights = [_weight_record(node, w.dtype.name, w.size, pw.nbytes, qbytes)]
     impl = Impl(name, why, fn, [ctx.value(x_node, "logical")], weights=weights, kind="int8")
-    return impl, _qlinear_float(ctx, node, w, scale_w, bias, s_x, z_x, impl.inputs)
+    return impl, _qlinear_float(ctx, node, layer, scale_w, s_x, z_x, impl.inputs)
 
 
 def _dequant_bias(bias, s_x, scale_w):
@@ -144,11 +215,12 @@ def _dequant_in(s_x, z_x):
     return lambda x: q.dequantize(x, s_arr, z_arr, 0)
 
 
-def _qlinear_float(ctx, node, w, scale_w, bias, s_x, z_x, inputs):
+def _qlinear_float(ctx, node, layer, scale_w, s_x, z_x, inputs):
     """The float version of a qlinear: dequantize, fp32 GEMM, quantize the output."""
-    w_f = _dequant_weight(w, scale_w)
+    w = layer.w
+    w_f = _dequant_weight(w, scale_w, layer.zp)
     mm = F32Matmul(w_f)
-    lin = _linear_f32(mm, _dequant_bias(bias, s_x, scale_w), node.attrs["relu"])
+    lin = _linear_f32(mm, _dequant_bias(layer.bias, s_x, scale_w), node.attrs["relu"])
     out, dq = _requant_out(node), _dequant_in(s_x, z_x)
 
     def fn(x):
@@ -161,15 +233,15 @@ def _qlinear_float(ctx, node, w, scale_w, bias, s_x, z_x, inputs):
 
 def build_qconv2d(ctx, node):
     """qconv2d -> conv2d_u8s8_requant on NHWC (consecutive convs stay NHWC)."""
-    layer = _layer_consts(ctx, node)
-    if layer is None:
+    q, layer = _kernels(), _static_layer(ctx, node)
+    if q is None or layer is None:
         return None
-    q, x_node, _, w, s_w, bias = layer
+    x_node, w, s_w, bias = layer.x_node, layer.w, layer.s_w, layer.bias
     if x_node.meta["dtype"] != "uint8":
         return None  # no s8 conv kernel: the reference evaluation handles it
     s_x, z_x = _qp(x_node)
     kk, _, cin, cout = w.shape
-    pcw = q.pack_conv_weight_s8(np.ascontiguousarray(w))
+    pcw = q.pack_conv_weight_s8(layer.w_s8, layer.zp_s8)
     _layer_check(node, q.accumulator_bound(kk * kk * cin, (-z_x, 255 - z_x),
                                            pcw.gemm_weight), bias)
     stride, pad = node.attrs["stride"], node.attrs["padding"]
@@ -194,16 +266,18 @@ def build_qconv2d(ctx, node):
             return q.conv2d_u8s8_requant(x, z_x, pcw, stride, pad, bias32, mult, z_y, qmin,
                                          qmax, out_dtype)
         name = "conv2d_u8s8_requant (NHWC)"
-    why = "exact path (conv kernel); zero point applied in kernel (padding holds z_x)"
-    weights = [_weight_record(node, "int8", w.size, pcw.nbytes,
+    why = "exact path (conv kernel); zero point applied in kernel (padding holds z_x)" + \
+        _weight_zp_note(layer)
+    weights = [_weight_record(node, w.dtype.name, w.size, pcw.nbytes,
                               scale_w.nbytes + bias32.nbytes)]
     impl = Impl(name, why, fn, [ctx.value(x_node, "nhwc")], "nhwc", weights, "int8")
-    return impl, _qconv_float(node, w, scale_w, bias, s_x, z_x, impl.inputs)
+    return impl, _qconv_float(node, layer, scale_w, s_x, z_x, impl.inputs)
 
 
-def _qconv_float(node, w, scale_w, bias, s_x, z_x, inputs):
-    w_f = _dequant_weight(w, scale_w)
-    conv, mm = _conv_f32_nhwc(w_f, _dequant_bias(bias, s_x, scale_w), node.attrs["stride"],
+def _qconv_float(node, layer, scale_w, s_x, z_x, inputs):
+    w = layer.w
+    w_f = _dequant_weight(w, scale_w, layer.zp)
+    conv, mm = _conv_f32_nhwc(w_f, _dequant_bias(layer.bias, s_x, scale_w), node.attrs["stride"],
                               node.attrs["padding"], node.attrs["relu"])
     out, dq = _requant_out(node), _dequant_in(s_x, z_x)
 

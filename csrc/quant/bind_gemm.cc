@@ -39,6 +39,7 @@ PreparedA prepare_a(const py::handle& a_obj, bool a_s8, const py::handle& a_zp_o
     data = au.data();
   }
   const py::array& a = a_s8 ? static_cast<py::array&>(as) : static_cast<py::array&>(au);
+  out.source = a;
   const size_t M = a.shape(0), K = a.shape(1);
   if (K != w.K)
     bad_arg("a", "has K = " + std::to_string(K) + " columns but w was packed with K = " +
@@ -59,8 +60,11 @@ PreparedA prepare_a(const py::handle& a_obj, bool a_s8, const py::handle& a_zp_o
   out.per_row = out.a_zp.size() > 1;
   {
     py::gil_scoped_release nogil;
-    out.packed = pack_a(data, a_s8, M, K, isa == Isa::avx2 && !fast.allow,
-                        !w.zero_point_is_zero);
+    PackANeeds needs;
+    needs.widen_i16 = isa == Isa::avx2 && !fast.allow;
+    needs.rowsums = !w.zero_point_is_zero;
+    needs.max_value = fast.allow;
+    out.packed = pack_a(data, a_s8, M, K, needs);
   }
   if (fast.allow) check_fast_claim(fast, out.packed, w);
   return out;

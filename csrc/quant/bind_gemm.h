@@ -13,6 +13,7 @@ struct FastPathClaim {
 };
 
 struct PreparedA {
+  py::array source;  // keeps the (possibly contiguous-copied) input alive: packed may view it
   PackedA packed;
   std::vector<int32_t> a_zp;  // in the packed (u8) domain
   bool per_row = false;

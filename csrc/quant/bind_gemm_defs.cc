@@ -126,7 +126,7 @@ py::dict kernel_info() {
                                              : "scalar (MR=4, NR=16)";
   d["gemm_exact"] = exact;
   d["gemm_fast"] = isa == Isa::avx2 ? "avx2 vpmaddubsw (MR=4, NR=16), needs allow_fast" : exact;
-  d["quantize"] = isa == Isa::scalar ? "scalar" : "avx2";
+  d["quantize"] = isa == Isa::scalar ? "scalar" : isa == Isa::avx512vnni ? "avx512" : "avx2";
   d["weight_only"] = isa == Isa::scalar ? "scalar" : "avx2 fma (+f16c)";
   d["threads"] = num_threads();
   return d;

@@ -40,6 +40,7 @@ using SpanFn = bool (*)(const float*, size_t, const float*, const int32_t*, size
 
 SpanFn quantize_span_for(Isa isa) {
 #if defined(NEEDLE_QC_X86)
+  if (isa == Isa::avx512vnni) return quantize_span_avx512;
   if (isa != Isa::scalar) return quantize_span_avx2;
 #endif
   (void)isa;

@@ -66,27 +66,19 @@ static void im2col_row(const uint8_t* x, const ConvGeometry& g, size_t oh, size_
   }
 }
 
-PackedA im2col_pack(const uint8_t* x, const ConvGeometry& g, uint8_t x_zp, bool widen_i16,
-                    bool rowsums) {
-  if (g.is_pointwise()) return pack_a(x, false, g.H * g.W, g.C, widen_i16, rowsums);
+PackedA im2col_pack(const uint8_t* x, const ConvGeometry& g, uint8_t x_zp,
+                    const PackANeeds& needs) {
+  if (g.is_pointwise()) return pack_a(x, false, g.H * g.W, g.C, needs);
   PackedA p;
   p.M = g.OH * g.OW;
   p.K = g.KH * g.KW * g.C;
   p.K4 = (p.K + 3) / 4 * 4;
-  p.u8.assign(p.M * p.K4, 0);
+  p.u8_storage.assign(p.M * p.K4, 0);
   for (size_t oh = 0; oh < g.OH; ++oh)
     for (size_t ow = 0; ow < g.OW; ++ow)
-      im2col_row(x, g, oh, ow, x_zp, p.u8.data() + (oh * g.OW + ow) * p.K4);
-  p.max_value = p.u8.empty() ? 0 : *std::max_element(p.u8.begin(), p.u8.end());
-  if (widen_i16) p.i16.assign(p.u8.begin(), p.u8.end());
-  if (rowsums) {
-    p.rowsum.assign(p.M, 0);
-    for (size_t m = 0; m < p.M; ++m) {
-      uint32_t s = 0;
-      for (size_t k = 0; k < p.K; ++k) s += p.u8[m * p.K4 + k];
-      p.rowsum[m] = static_cast<int32_t>(s);
-    }
-  }
+      im2col_row(x, g, oh, ow, x_zp, p.u8_storage.data() + (oh * g.OW + ow) * p.K4);
+  p.u8 = p.u8_storage.data();
+  complete_packed_a(p, needs);
   return p;
 }
 
@@ -96,8 +88,10 @@ void conv2d_u8s8_batch(const uint8_t* x, size_t batch, const ConvGeometry& g, ui
   const size_t image_in = g.H * g.W * g.C;
   const size_t image_out = g.OH * g.OW * w.Cout * out_itemsize;
   auto one_image = [&](size_t n) {
-    PackedA a = im2col_pack(x + n * image_in, g, x_zp, isa == Isa::avx2,
-                            !w.gemm.zero_point_is_zero);
+    PackANeeds needs;
+    needs.widen_i16 = isa == Isa::avx2;
+    needs.rowsums = !w.gemm.zero_point_is_zero;
+    PackedA a = im2col_pack(x + n * image_in, g, x_zp, needs);
     gemm_u8s8(a, w.gemm, isa, GemmOptions{}, kind, p, static_cast<uint8_t*>(out) + n * image_out);
   };
   // An image whose GEMM is too small to split (the 1-channel stem: ~0.2M multiply-adds) or has

@@ -18,8 +18,8 @@ struct PackedConvWeight {
 };
 
 // Packed LHS of one image x[H, W, C]: row = output pixel, padded taps = x_zp.
-PackedA im2col_pack(const uint8_t* x, const ConvGeometry& g, uint8_t x_zp, bool widen_i16,
-                    bool rowsums);
+PackedA im2col_pack(const uint8_t* x, const ConvGeometry& g, uint8_t x_zp,
+                    const PackANeeds& needs);
 
 // The whole batch x[batch, H, W, C] -> out (one GEMM per image, each image's output is
 // OH * OW * Cout elements of out_itemsize bytes). Small per-image GEMMs are spread over the

@@ -24,7 +24,7 @@ static size_t panel_stride(const PackedWeightS8& w) { return w.K4 * kPanelWidth;
 static void tile_scalar(size_t mr, size_t np, const PackedA& a, size_t m0,
                         const PackedWeightS8& w, size_t panel, int32_t* c) {
   for (size_t p = 0; p < np; ++p)
-    ukernel_u8s8_scalar(mr, a.K4, a.u8.data() + m0 * a.K4, a.K4, w.panel(panel + p),
+    ukernel_u8s8_scalar(mr, a.K4, a.u8 + m0 * a.K4, a.K4, w.panel(panel + p),
                         c + p * kTileStride);
 }
 
@@ -38,12 +38,12 @@ static void tile_avx2_exact(size_t mr, size_t np, const PackedA& a, size_t m0,
 static void tile_avx2_fast(size_t mr, size_t np, const PackedA& a, size_t m0,
                            const PackedWeightS8& w, size_t panel, int32_t* c) {
   for (size_t p = 0; p < np; ++p)
-    ukernel_u8s8_avx2_maddubs(mr, a.K4, a.u8.data() + m0 * a.K4, a.K4, w.panel(panel + p),
+    ukernel_u8s8_avx2_maddubs(mr, a.K4, a.u8 + m0 * a.K4, a.K4, w.panel(panel + p),
                               c + p * kTileStride);
 }
 static void tile_vnni(size_t mr, size_t np, const PackedA& a, size_t m0, const PackedWeightS8& w,
                       size_t panel, int32_t* c) {
-  ukernel_u8s8_avx512vnni_panels(mr, np, a.K4, a.u8.data() + m0 * a.K4, a.K4, w.panel(panel),
+  ukernel_u8s8_avx512vnni_panels(mr, np, a.K4, a.u8 + m0 * a.K4, a.K4, w.panel(panel),
                                  panel_stride(w), c);
 }
 #endif

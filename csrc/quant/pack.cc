@@ -61,37 +61,48 @@ PackedWeightS8 pack_weight_s8(const int8_t* w, size_t K, size_t N, const int32_t
   return p;
 }
 
-PackedA pack_a(const void* a, bool a_is_s8, size_t M, size_t K, bool widen_i16, bool rowsums) {
+static void row_sums(PackedA& p) {
+  p.rowsum.assign(p.M, 0);
+  for (size_t m = 0; m < p.M; ++m) {
+    const uint8_t* row = p.u8 + m * p.K4;
+    uint32_t s = 0;  // wraps like the accumulators, never UB
+    for (size_t k = 0; k < p.K; ++k) s += row[k];
+    p.rowsum[m] = static_cast<int32_t>(s);
+  }
+}
+
+PackedA pack_a(const void* a, bool a_is_s8, size_t M, size_t K, const PackANeeds& needs) {
   PackedA p;
   p.M = M;
   p.K = K;
   p.K4 = (K + 3) / 4 * 4;
-  p.u8.assign(M * p.K4, 0);
   const uint8_t* src = static_cast<const uint8_t*>(a);
-  // s8 -> u8 by flipping the sign bit: (uint8)(a + 128) == a ^ 0x80.
-  const uint8_t flip = a_is_s8 ? 0x80 : 0x00;
-  uint8_t mx = 0;
-  for (size_t m = 0; m < M; ++m) {
-    uint8_t* dst = p.u8.data() + m * p.K4;
-    for (size_t k = 0; k < K; ++k) {
-      dst[k] = src[m * K + k] ^ flip;
-      mx = std::max(mx, dst[k]);
-    }
-  }
-  p.max_value = mx;
-  if (widen_i16) {
-    p.i16.resize(M * p.K4);
-    for (size_t i = 0; i < p.u8.size(); ++i) p.i16[i] = p.u8[i];
-  }
-  if (rowsums) {
-    p.rowsum.assign(M, 0);
+  if (!a_is_s8 && p.K4 == K) {
+    p.u8 = src;  // already [M][K4] u8: the kernels read the caller's array in place
+  } else {
+    p.u8_storage.resize(M * p.K4);
+    // s8 -> u8 by flipping the sign bit: (uint8)(a + 128) == a ^ 0x80.
+    const uint8_t flip = a_is_s8 ? 0x80 : 0x00;
     for (size_t m = 0; m < M; ++m) {
-      uint32_t s = 0;  // wraps like the accumulators, never UB
-      for (size_t k = 0; k < K; ++k) s += p.u8[m * p.K4 + k];
-      p.rowsum[m] = static_cast<int32_t>(s);
+      uint8_t* dst = p.u8_storage.data() + m * p.K4;
+      for (size_t k = 0; k < K; ++k) dst[k] = src[m * K + k] ^ flip;
+      for (size_t k = K; k < p.K4; ++k) dst[k] = 0;  // a zero depth adds nothing
     }
+    p.u8 = p.u8_storage.data();
   }
+  complete_packed_a(p, needs);
   return p;
+}
+
+void complete_packed_a(PackedA& p, const PackANeeds& needs) {
+  const size_t n = p.M * p.K4;
+  if (needs.max_value) {
+    uint8_t mx = 0;
+    for (size_t i = 0; i < n; ++i) mx = std::max(mx, p.u8[i]);
+    p.max_value = mx;
+  }
+  if (needs.widen_i16) p.i16.assign(p.u8, p.u8 + n);
+  if (needs.rowsums) row_sums(p);
 }
 
 }  // namespace needle_qc

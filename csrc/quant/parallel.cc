@@ -34,7 +34,7 @@ inline void cpu_relax() {
 
 // About 15-20 us (a pause is ~30 ns on current x86): bridges the gap between back-to-back
 // kernels of one model without burning much of a loaded machine's CPU on idle workers.
-constexpr int kSpinIterations = 600;
+constexpr int kSpinIterations = 4000;
 
 thread_local bool t_inside_task = false;
 

@@ -22,10 +22,35 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <string>
 #include <vector>
 
 namespace needle_qc {
+
+// 64-byte aligned storage for packed operands: a k-quad row of a panel is exactly one cache line,
+// so a zmm load never straddles two lines (malloc alone only guarantees 16 bytes).
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <class U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) {
+    const size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, bytes == 0 ? 64 : bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  template <class U>
+  bool operator==(const CacheLineAllocator<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const CacheLineAllocator<U>&) const { return false; }
+};
+template <class T>
+using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
 
 constexpr int kPanelWidth = 16;  // output columns per packed panel
 
@@ -47,7 +72,7 @@ void parallel_for(size_t n, size_t min_chunk, Body body);
 
 struct PackedWeightS8 {
   size_t K = 0, N = 0, K4 = 0, panels = 0;
-  std::vector<int8_t> data;         // panels * K4 * 16 bytes, layout in the glossary
+  AlignedVector<int8_t> data;       // panels * K4 * 16 bytes, layout in the glossary
   std::vector<int32_t> colsum;      // Σ_k w[k, n] (raw, zero point not subtracted)
   std::vector<int32_t> zero_point;  // w_zp per column (broadcast from [1])
   std::vector<int64_t> col_abs;     // Σ_k |w[k, n] - w_zp[n]|, for accumulator_bound
@@ -63,16 +88,34 @@ PackedWeightS8 pack_weight_s8(const int8_t* w, size_t K, size_t N, const int32_t
 
 // --- packed activations (LHS) ------------------------------------------------------------------
 
+// Rows [M][K4] of u8 activations: a view of the caller's array when it already has that layout
+// (u8, K % 4 == 0), else a copy in `u8_storage`. Move-only, so `u8` never dangles.
 struct PackedA {
   size_t M = 0, K = 0, K4 = 0;
-  std::vector<uint8_t> u8;     // [M][K4] for VNNI / vpmaddubsw / scalar
-  std::vector<int16_t> i16;    // [M][K4] widened copy for the exact AVX2 vpmaddwd path
-  std::vector<int32_t> rowsum; // Σ_k a[m, k] (after the s8 -> u8 shift); empty when not needed
-  int max_value = 0;           // largest packed byte (the fast path's saturation proof)
+  const uint8_t* u8 = nullptr;  // [M][K4] for VNNI / vpmaddubsw / scalar
+  std::vector<int16_t> i16;     // [M][K4] widened copy for the exact AVX2 vpmaddwd path
+  std::vector<int32_t> rowsum;  // Σ_k a[m, k] (after the s8 -> u8 shift); empty when not needed
+  int max_value = -1;           // largest packed byte (fast-path proof); -1 when not computed
+  AlignedVector<uint8_t> u8_storage;
+
+  PackedA() = default;
+  PackedA(PackedA&&) = default;
+  PackedA& operator=(PackedA&&) = default;
+  PackedA(const PackedA&) = delete;
+  PackedA& operator=(const PackedA&) = delete;
 };
 
-// a_is_s8: a holds int8 values, shifted by +128 into u8 while packing.
-PackedA pack_a(const void* a, bool a_is_s8, size_t M, size_t K, bool widen_i16, bool rowsums);
+// What the chosen kernel path needs besides the u8 rows.
+struct PackANeeds {
+  bool widen_i16 = false;  // exact AVX2 path
+  bool rowsums = false;    // weights with a zero point
+  bool max_value = false;  // AVX2 fast-path claim to check
+};
+
+// a_is_s8: a holds int8 values, shifted by +128 into u8 while packing (always a copy).
+PackedA pack_a(const void* a, bool a_is_s8, size_t M, size_t K, const PackANeeds& needs);
+// Adds what `needs` asks for to rows already in p.u8 (used by pack_a and im2col).
+void complete_packed_a(PackedA& p, const PackANeeds& needs);
 
 // --- microkernels: raw int32 tile c[mr][16] = Σ_k a[m, k] * w_panel[k, n] ----------------
 
@@ -135,6 +178,8 @@ bool quantize_span_scalar(const float* x, size_t n, const float* s, const int32_
                           size_t s_step, int qmin, int qmax, bool out_s8, void* q);
 bool quantize_span_avx2(const float* x, size_t n, const float* s, const int32_t* z,
                         size_t s_step, int qmin, int qmax, bool out_s8, void* q);
+bool quantize_span_avx512(const float* x, size_t n, const float* s, const int32_t* z,
+                          size_t s_step, int qmin, int qmax, bool out_s8, void* q);
 
 // --- weight-only (fp32 activations, compressed weights converted inside the microkernel) --------
 

@@ -5,15 +5,22 @@ Rules, applied until nothing changes (then dead code is removed):
 * ``quantize(dequantize(q))`` -> ``q`` when the qparams and dtype agree, else ``requantize(q)``;
 * a shared-qparams op (reshape, transpose, permute, max; maximum of two equal-qparams inputs) on
   ``dequantize(q)`` runs on the integers and keeps ``q``'s qparams;
-* a static ``linear``/``conv2d`` reading ``dequantize`` of an activation, of an int8 weight
-  (per tensor or per channel, zero point 0) and of an int32 bias -> ``qlinear``/``qconv2d``; a
-  relu (attr or sole relu user) becomes the output clamp; the output is the following
-  ``quantize``'s type, or f32 when none follows;
+* a static ``linear``/``conv2d`` reading ``dequantize`` of an activation, of an int8/uint8
+  weight (per tensor or per output channel, with or without a zero point) and of an int32 bias
+  -> ``qlinear``/``qconv2d``; a relu (attr or sole relu user) becomes the output clamp; the
+  output is the following ``quantize``'s type, or f32 when none follows;
 * a static ``add``/``add_relu`` of two dequantized activations followed by ``quantize`` ->
   ``qadd``; a static ``matmul`` of two -> ``qmatmul``.
 
 Ops without an integer version stay float between ``dequantize`` and ``quantize``. The fused
 node takes the name of the float op it replaces. Mutates the graph in place.
+
+A weight's zero point rides along unchanged: ``qlinear(x_q, w_q, w_scale, w_zp[, bias])`` reads
+the very ``u8`` weight and zero point params the QDQ graph dequantized, so the integer IR states
+``Σ (x - z_x)(w - z_w)`` with the values a reader can check against the QDQ graph, and no
+second copy of the weight appears in ``graph.tensors``. The int8 kernels store weights as int8:
+the lowering shifts a ``u8`` weight and its zero point by -128 when it packs them, once
+(``(w - 128) - (z - 128) == w - z`` exactly), a storage detail like the panel layout.
 """
 
 import numpy as np
@@ -99,17 +106,21 @@ def shared_on_integers(graph, node):
 
 
 def _weight_parts(w_dq):
-    """``(w_q, scale)`` of ``dequantize(w_q int8, scale)`` with no zero point, else None."""
-    if w_dq.op != "dequantize" or len(w_dq.inputs) != 2:
+    """``[w_q, scale]`` or ``[w_q, scale, zero_point]`` of ``dequantize`` of a u8/i8 weight
+    param per tensor or per output channel, else None."""
+    if w_dq.op != "dequantize" or len(w_dq.inputs) not in (2, 3) or w_dq.attrs["group_size"]:
         return None
-    w_q, scale = w_dq.inputs
-    if w_q.op != "param" or w_q.meta.get("dtype") != "int8" or w_dq.attrs["group_size"]:
+    w_q, scale, *zp = w_dq.inputs
+    dtype = w_q.meta.get("dtype")
+    if w_q.op != "param" or dtype not in ("int8", "uint8"):
+        return None
+    if zp and (zp[0].op != "param" or zp[0].meta.get("dtype") != dtype):
         return None
     per_tensor = tuple(scale.meta.get("shape") or ()) in ((), (1,))
     last = len(w_q.meta["shape"]) - 1
     if not per_tensor and w_dq.attrs["axis"] not in (-1, last):
         return None  # the integer ops scale per output channel, the weight's last axis
-    return w_q, scale
+    return [w_q, scale, *zp]
 
 
 def _bias_parts(node, x_q, scale):

@@ -127,36 +127,64 @@ def eval_requantize(inputs, attrs, ctx):
 
 # ----------------------------------------------------------------------------- integer compute
 
-def _linear_acc(x, z_x, w, bias):
-    acc = exact_int_matmul(x.astype(np.int64) - z_x, w.astype(np.int64))
+def layer_optional_inputs(dtypes):
+    """``(zero point index, bias index)``, None when absent, of a qlinear/qconv2d.
+
+    ``dtypes`` are its input dtypes ``(x, w, w_scale[, w_zp][, bias])``: a weight zero point has
+    the weight's dtype (u8/i8) and a bias is int32, so four inputs are never ambiguous.
+    """
+    zp = 3 if len(dtypes) > 3 and dtypes[3] == dtypes[1] else None
+    first_bias = 3 if zp is None else 4
+    return zp, (len(dtypes) - 1 if len(dtypes) > first_bias else None)
+
+
+def _layer_arrays(inputs, ctx):
+    """``(x, w, s_w, w_zp or None, bias or None)`` of the qlinear/qconv2d being run."""
+    arrays = _arrays(inputs)
+    zp, bias = layer_optional_inputs([n.meta.get("dtype") for n in ctx.node.inputs])
+    return (*arrays[:3], None if zp is None else arrays[zp],
+            None if bias is None else arrays[bias])
+
+
+def _centred_weight(w, w_zp):
+    """``w - w_zp`` as int64; ``w_zp`` is per tensor or per output channel (the last axis)."""
+    w64 = w.astype(np.int64)
+    return w64 if w_zp is None else w64 - np.asarray(w_zp).astype(np.int64).reshape(-1)
+
+
+def _linear_acc(x, z_x, w, bias, w_zp=None):
+    acc = exact_int_matmul(x.astype(np.int64) - z_x, _centred_weight(w, w_zp))
     return acc if bias is None else acc + bias.astype(np.int64)
 
 
 def eval_qlinear(inputs, attrs, ctx):
-    x, w, s_w, *bias = _arrays(inputs)
+    x, w, s_w, w_zp, bias = _layer_arrays(inputs, ctx)
     s_x, z_x = _input_qparams(ctx, 0)
     with _named(ctx.node):
-        acc = _linear_acc(x, z_x, w, bias[0] if bias else None)
+        acc = _linear_acc(x, z_x, w, bias, w_zp)
         out = _output_stage(acc, s_x, s_w.reshape(-1) if s_w.size > 1 else s_w.reshape(()),
                             attrs, ctx)
     return _tensor(out, ctx)
 
 
-def conv_acc(x, z_x, w, bias, stride, padding):
-    """Exact int64 NCHW conv of ``x - z_x`` (padding holds real 0) with (K,K,Cin,Cout) ``w``."""
+def conv_acc(x, z_x, w, bias, stride, padding, w_zp=None):
+    """Exact int64 NCHW conv of ``x - z_x`` (padding holds real 0) with (K,K,Cin,Cout) ``w``
+    minus its zero point ``w_zp`` (None, per tensor or per output channel)."""
     from .reference import conv_integer
 
     w_oihw = np.ascontiguousarray(np.transpose(w, (3, 2, 0, 1)))
-    acc = conv_integer(x, w_oihw, np.asarray(z_x, x.dtype), None, pads=[padding] * 4,
+    zw = None if w_zp is None else np.asarray(w_zp, w.dtype).reshape(-1)
+    zw = zw.reshape(()) if zw is not None and zw.size == 1 else zw
+    acc = conv_integer(x, w_oihw, np.asarray(z_x, x.dtype), zw, pads=[padding] * 4,
                        strides=[stride, stride]).astype(np.int64)
     return acc if bias is None else acc + bias.astype(np.int64)[:, None, None]
 
 
 def eval_qconv2d(inputs, attrs, ctx):
-    x, w, s_w, *bias = _arrays(inputs)
+    x, w, s_w, w_zp, bias = _layer_arrays(inputs, ctx)
     s_x, z_x = _input_qparams(ctx, 0)
     with _named(ctx.node):
-        acc = conv_acc(x, z_x, w, bias[0] if bias else None, attrs["stride"], attrs["padding"])
+        acc = conv_acc(x, z_x, w, bias, attrs["stride"], attrs["padding"], w_zp)
         s_w = s_w.reshape(-1, 1, 1) if s_w.size > 1 else s_w.reshape(())
         out = _output_stage(acc, s_x, s_w, attrs, ctx)
     return _tensor(out, ctx)

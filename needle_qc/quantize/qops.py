@@ -125,42 +125,70 @@ def requantize_rule(metas, attrs):
     return _activation(metas, 0, "requantize"), _dtype_attr(attrs, "requantize")
 
 
-def _linear_out(metas, op, x, bias_dtype):
-    """Check weight i8 [K, N], its scale and optional bias of a linear; the [..., N] out shape."""
-    w = _expect(metas, 1, op, "int8", what=" (weight)")
+def _layer_extras(metas, op, zero_points):
+    """Weight shape and the ``(zero point, bias)`` input indices of a (x, w, w_scale, ...) layer.
+
+    With ``zero_points`` (static layers) the weight is u8/i8 and may be followed by its zero
+    point; otherwise it is i8 and input 3 is the bias.
+    """
+    if not zero_points:
+        return _expect(metas, 1, op, "int8", what=" (weight)"), None, \
+            (3 if len(metas) == 4 else None)
+    w, wdt = _meta(metas, 1, op)
+    if wdt not in Q_DTYPES:
+        raise IRError(f"{op}: input 1 (weight) must be uint8/int8, got {wdt}")
+    zp, bias = qeval.layer_optional_inputs([m and m.get("dtype") for m in metas])
+    if len(metas) == 5 and zp is None:
+        _expect(metas, 3, op, wdt, what=" (weight zero point)")
+    return w, zp, bias
+
+
+def _layer_params(metas, op, channels, zp, bias, bias_dtype):
+    """Check the weight scale, zero point and bias of a layer with ``channels`` outputs."""
+    _channel_scale(metas, 2, op, channels)
+    if zp is not None:
+        shape, _ = _meta(metas, zp, op)
+        if shape not in ((), (1,), (channels,)):
+            raise IRError(f"{op}: weight zero point shape {shape} must be () or ({channels},)")
+    if bias is not None:
+        _expect(metas, bias, op, bias_dtype, (channels,), " (bias)")
+
+
+def _linear_out(metas, op, x, bias_dtype, zero_points=False):
+    """Check weight [K, N], its scale, zero point and bias of a linear; the [..., N] out shape."""
+    w, zp, bias = _layer_extras(metas, op, zero_points)
     if len(w) != 2 or not x or x[-1] != w[0]:
         raise IRError(f"{op}: x{x} does not match weight{w} (K, N)")
-    _channel_scale(metas, 2, op, w[1])
-    if len(metas) == 4:
-        _expect(metas, 3, op, bias_dtype, (w[1],), " (bias)")
+    _layer_params(metas, op, w[1], zp, bias, bias_dtype)
     return x[:-1] + (w[1],)
 
 
-def _conv_layer_out(metas, attrs, op, x, bias_dtype):
-    """Check weight i8 [K,K,Cin,Cout], its scale and the optional bias of a conv; NCHW out shape."""
-    w = _expect(metas, 1, op, "int8", what=" (weight)")
+def _conv_layer_out(metas, attrs, op, x, bias_dtype, zero_points=False):
+    """Check weight [K,K,Cin,Cout], its scale, zero point and bias of a conv; NCHW out shape."""
+    w, zp, bias = _layer_extras(metas, op, zero_points)
     if len(x) != 4 or len(w) != 4 or x[1] != w[2] or w[0] != w[1]:
         raise IRError(f"{op}: bad shapes x{x} w{w}; want NCHW and (K,K,{x[1:2]},Cout)")
-    _channel_scale(metas, 2, op, w[3])
-    if len(metas) == 4:
-        _expect(metas, 3, op, bias_dtype, (w[3],), " (bias)")
+    _layer_params(metas, op, w[3], zp, bias, bias_dtype)
     s, p = attrs["stride"], attrs["padding"]
     h, wd = (_conv_out(x[i], w[0], s, p, op) for i in (2, 3))
     return (x[0], w[3], h, wd)
 
 
 def qlinear_rule(metas, attrs):
-    """x_q [..., K] (u8/i8), w_q i8 [K, N], w_scale f32 [N] or [], bias i32 [N] -> [..., N]."""
+    """x_q [..., K] (u8/i8), w_q u8/i8 [K, N], w_scale f32 [N] or [], optional w_zp (w's dtype,
+    [N] or []), optional bias i32 [N] -> [..., N]."""
     op = "qlinear"
     x = _activation(metas, 0, op)
-    return _linear_out(metas, op, x, "int32"), _dtype_attr(attrs, op, OUT_DTYPES)
+    return _linear_out(metas, op, x, "int32", True), _dtype_attr(attrs, op, OUT_DTYPES)
 
 
 def qconv2d_rule(metas, attrs):
-    """x_q NCHW (u8/i8), w_q i8 [K,K,Cin,Cout], w_scale f32 [Cout] or [], bias i32 [Cout]."""
+    """x_q NCHW (u8/i8), w_q u8/i8 [K,K,Cin,Cout], w_scale f32 [Cout] or [], optional w_zp
+    (w's dtype, [Cout] or []), optional bias i32 [Cout]."""
     op = "qconv2d"
     x = _activation(metas, 0, op)
-    return _conv_layer_out(metas, attrs, op, x, "int32"), _dtype_attr(attrs, op, OUT_DTYPES)
+    return _conv_layer_out(metas, attrs, op, x, "int32", True), \
+        _dtype_attr(attrs, op, OUT_DTYPES)
 
 
 def qmatmul_rule(metas, attrs):
@@ -290,10 +318,10 @@ ROWS = [
     OpDef("requantize", 1, {"dtype": "str", "relu": "bool"}, requantize_rule,
           "Move a quantized tensor to the node's own {s, z}: requantize(q - z_in, s_in / s_y).",
           qeval.eval_requantize, {"dtype": "uint8", "relu": False}),
-    OpDef("qlinear", (3, 4), {"dtype": "str", "relu": "bool"}, qlinear_rule,
-          "Quantized linear: int32 (x - z_x) @ w + bias, requantized (or scaled to f32).",
+    OpDef("qlinear", (3, 5), {"dtype": "str", "relu": "bool"}, qlinear_rule,
+          "Quantized linear: int32 (x - z_x) @ (w - z_w) + bias, requantized (or scaled to f32).",
           qeval.eval_qlinear, {"dtype": "uint8", "relu": False}),
-    OpDef("qconv2d", (3, 4), {"stride": "int", "padding": "int", "dtype": "str", "relu": "bool"},
+    OpDef("qconv2d", (3, 5), {"stride": "int", "padding": "int", "dtype": "str", "relu": "bool"},
           qconv2d_rule, "Quantized NCHW conv2d, (K,K,Cin,Cout) weights; output as qlinear.",
           qeval.eval_qconv2d, {"stride": 1, "padding": 0, "dtype": "uint8", "relu": False}),
     OpDef("qmatmul", 2, {"dtype": "str"}, qmatmul_rule,

@@ -212,6 +212,21 @@ def test_gemm_requant_matches_naive(isa, signed, M, K, N):
         np.testing.assert_array_equal(got, ref.astype(out_dtype))
 
 
+@pytest.mark.parametrize("K", [64, 66], ids=["K%4==0 (read in place)", "K%4!=0 (copied)"])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "fortran"])
+def test_gemm_reads_any_input_layout(isa, K, layout):
+    """u8 rows with K % 4 == 0 are read in place; other layouts are copied first. Same bits."""
+    r = rng(K, 17)
+    a = activations(r, (37, 2 * K), False)[:, ::2] if layout == "strided" else \
+        activations(r, (37, K), False)
+    if layout == "fortran":
+        a = np.asfortranarray(a)
+    w = r.integers(-128, 128, (K, 40)).astype(np.int8)
+    w_zp = r.integers(-5, 6, 40).astype(np.int32)  # needs row sums of the viewed rows too
+    got = q.gemm_u8s8_s32(a, 7, q.pack_weight_s8(w, w_zp))
+    np.testing.assert_array_equal(got, s32_numpy(np.ascontiguousarray(a), 7, w, w_zp))
+
+
 def test_requant_exact_half_ties_round_to_even(isa):
     # K = 1, w = 1: acc = a - a_zp; multiplier 0.5 makes every odd acc an exact .5 tie.
     # N = 17: one full 16-column tile (SIMD output stage) plus a 1-column remainder (scalar).

@@ -58,6 +58,16 @@ def test_weight_only_memory_is_exactly_a_quarter(mlp, digits):
     assert "as allocated by the compiled kernels" in str(qm.memory_report())
 
 
+def test_static_affine_uint8_memory_counts_zero_points_as_qparams(mlp, digits):
+    # A qlinear's 4th input is the weight zero point here, not the bias.
+    qm = quantization.quantize(mlp, "uint8", activation="static", weight_symmetric=False,
+                               calibration_data=[digits[0][:128]], example_input=digits[0][:8])
+    row = qm.memory_report().rows["uint8"]
+    assert row["bytes"] == 784 * 64 + 64 * 10
+    assert row["qparam_bytes"] == (4 + 1) * (64 + 10)  # per channel: fp32 scale, u8 zero point
+    assert row["bias_bytes"] == 4 * (64 + 10)  # int32 biases
+
+
 def test_a_new_batch_size_after_tracing(mlp, digits):
     qm = quantization.quantize(mlp, "float16", example_input=digits[0][:8])
     assert qm.compiled is not None

@@ -226,15 +226,6 @@ def test_layers_kept_float_by_override_are_not_fused():
     assert fc2.inputs[0].op == "dequantize"
 
 
-def test_uint8_weights_with_zero_point_stay_qdq():
-    cfg = QConfig(weight="uint8", activation="static", weight_symmetric=False)
-    qdq, integer = stages(mlp(), (8, 4), cfg)
-    assert not integer.find("qlinear")
-    assert integer.node("fc1").op == "linear"
-    x = batches((8, 4), count=1, seed=7)[0]
-    np.testing.assert_array_equal(integer(x).numpy(), qdq(x).numpy())
-
-
 def test_separate_relu_without_the_float_pipeline_is_folded_into_the_clamp():
     prepared = quantize_pass(mlp(), STATIC, float_pipeline=False)
     calibrate(prepared, batches((8, 4)), progress=False)
