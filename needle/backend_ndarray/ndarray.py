@@ -603,7 +603,8 @@ def _matmul_2d(a, b):
     tile = getattr(device, "__tile_size__", None) if hasattr(device, "matmul_tiled") else None
     # Our C++ matmul packs and cache-blocks internally; the course's tiled layout would only add
     # three strided copies there, so `cpu()` always takes the plain path.
-    if device.name != "cpu" and tile and a.dtype == "float32" and m % tile == 0 and n % tile == 0 and p % tile == 0:
+    divisible = tile and m % tile == 0 and n % tile == 0 and p % tile == 0
+    if device.name != "cpu" and a.dtype == "float32" and divisible:
         return _matmul_tiled(a, b, tile)
     out = NDArray.make((m, p), device=device, dtype=_matmul_out_dtype(a.dtype))
     device.matmul(a.compact()._handle, b.compact()._handle, out._handle, m, n, p)
