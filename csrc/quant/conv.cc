@@ -1,4 +1,4 @@
-// conv.cc: NHWC im2col straight into the packed-LHS layout, so a conv is one GEMM per image.
+// conv.cc: NHWC im2col straight into the packed-LHS layout, block by block of output pixels.
 //
 // Packed row m = output pixel (oh, ow); column k = (kh * KW + kw) * C + c, which is exactly the
 // row index of the Needle weight [KH, KW, Cin, Cout] viewed as [KH*KW*Cin, Cout]. Out-of-image
@@ -82,31 +82,91 @@ PackedA im2col_pack(const uint8_t* x, const ConvGeometry& g, uint8_t x_zp,
   return p;
 }
 
+namespace {
+
+constexpr size_t kConvBlockBytes = 64 * 1024;  // im2col rows per block: ~64 KiB, stays in L2
+
+struct ConvJob {
+  const uint8_t* x;
+  const ConvGeometry& g;
+  uint8_t x_zp;
+  const PackedConvWeight& w;
+  Isa isa;
+  OutputKind kind;
+  const OutputParams& p;
+  uint8_t* out;
+  size_t out_row_bytes;  // Cout * itemsize
+  PackANeeds needs;
+  size_t block_rows;
+
+  size_t rows_per_image() const { return g.OH * g.OW; }
+};
+
+// Rows [m0, m0 + rows) of the batched LHS (m = (n * OH + oh) * OW + ow) into `a`: the input
+// itself for a pointwise conv whose rows need no padding, else im2col into a's storage.
+void fill_rows(const ConvJob& job, size_t m0, size_t rows, PackedA& a) {
+  const ConvGeometry& g = job.g;
+  a.M = rows;
+  if (g.is_pointwise() && a.K4 == a.K) {
+    a.u8 = job.x + m0 * g.C;  // NHWC pixels are already the rows, batch after batch
+  } else {
+    const size_t rpi = job.rows_per_image(), image_in = g.H * g.W * g.C;
+    for (size_t r = 0; r < rows; ++r) {
+      const size_t m = m0 + r, n = m / rpi, pix = m % rpi;
+      im2col_row(job.x + n * image_in, g, pix / g.OW, pix % g.OW, job.x_zp,
+                 a.u8_storage.data() + r * a.K4);
+    }
+    a.u8 = a.u8_storage.data();
+  }
+  complete_packed_a(a, job.needs);
+}
+
+// Row blocks [b, e): each is packed into this thread's L2-sized buffer and multiplied at once.
+void conv_blocks(const ConvJob& job, size_t M, size_t b, size_t e) {
+  PackedA a;
+  a.K = job.w.gemm.K;
+  a.K4 = job.w.gemm.K4;
+  a.u8_storage.assign(job.block_rows * a.K4, 0);  // depth padding stays zero
+  for (size_t blk = b; blk < e; ++blk) {
+    const size_t m0 = blk * job.block_rows, rows = std::min(job.block_rows, M - m0);
+    fill_rows(job, m0, rows, a);
+    OutputParams p = job.p;  // row-indexed parameters start at this block's first row
+    if (p.row_scale) p.row_scale += m0;
+    if (p.a_zp_per_row) p.a_zp += m0;
+    gemm_u8s8_on_caller(a, job.w.gemm, job.isa, GemmOptions{}, job.kind, p,
+                        job.out + m0 * job.out_row_bytes);
+  }
+}
+
+}  // namespace
+
 void conv2d_u8s8_batch(const uint8_t* x, size_t batch, const ConvGeometry& g, uint8_t x_zp,
                        const PackedConvWeight& w, Isa isa, OutputKind kind,
                        const OutputParams& p, void* out, size_t out_itemsize) {
-  const size_t image_in = g.H * g.W * g.C;
-  const size_t image_out = g.OH * g.OW * w.Cout * out_itemsize;
-  auto one_image = [&](size_t n) {
-    PackANeeds needs;
-    needs.widen_i16 = isa == Isa::avx2;
-    needs.rowsums = !w.gemm.zero_point_is_zero;
-    PackedA a = im2col_pack(x + n * image_in, g, x_zp, needs);
-    gemm_u8s8(a, w.gemm, isa, GemmOptions{}, kind, p, static_cast<uint8_t*>(out) + n * image_out);
-  };
-  // An image whose GEMM is too small to split (the 1-channel stem: ~0.2M multiply-adds) or has
-  // fewer column panels than threads runs whole on one thread, images spread over the threads;
-  // otherwise images go one after another and each GEMM splits its panels.
-  const size_t macs = g.OH * g.OW * w.gemm.K4 * w.gemm.panels * kPanelWidth;
-  const bool per_image_threads =
-      macs >= (size_t{1} << 21) && w.gemm.panels >= static_cast<size_t>(num_threads());
-  if (batch > 1 && !per_image_threads) {
-    parallel_for(batch, 1, [&](size_t begin, size_t end) {
-      for (size_t n = begin; n < end; ++n) one_image(n);
-    });
+  PackANeeds needs;
+  needs.widen_i16 = isa == Isa::avx2;
+  needs.rowsums = !w.gemm.zero_point_is_zero;
+  const size_t K4 = w.gemm.K4;
+  const size_t block_rows = std::max<size_t>(kMaxMR, kConvBlockBytes / K4 / kMaxMR * kMaxMR);
+  ConvJob job{x, g, x_zp, w, isa, kind, p, static_cast<uint8_t*>(out),
+              w.Cout * out_itemsize, needs, block_rows};
+  const size_t M = batch * job.rows_per_image();
+  const size_t blocks = (M + block_rows - 1) / block_rows;
+  const size_t threads = static_cast<size_t>(num_threads());
+  if (blocks < threads && w.gemm.panels >= threads) {
+    // Few output pixels, many channels (late layers at batch 1): split the columns instead.
+    for (size_t n = 0; n < batch; ++n) {
+      PackedA a = im2col_pack(x + n * g.H * g.W * g.C, g, x_zp, needs);
+      gemm_u8s8(a, w.gemm, isa, GemmOptions{}, kind, p,
+                static_cast<uint8_t*>(out) + n * job.rows_per_image() * job.out_row_bytes);
+    }
     return;
   }
-  for (size_t n = 0; n < batch; ++n) one_image(n);
+  // Threads take contiguous runs of row blocks; a block too small to be worth a thread
+  // (~1M multiply-adds) keeps the whole batch on one.
+  const size_t macs_per_block = std::max<size_t>(1, block_rows * K4 * w.gemm.panels * kPanelWidth);
+  const size_t min_blocks = std::max<size_t>(1, (size_t{1} << 20) / macs_per_block);
+  parallel_for(blocks, min_blocks, [&](size_t b, size_t e) { conv_blocks(job, M, b, e); });
 }
 
 }  // namespace needle_qc

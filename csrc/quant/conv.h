@@ -21,9 +21,10 @@ struct PackedConvWeight {
 PackedA im2col_pack(const uint8_t* x, const ConvGeometry& g, uint8_t x_zp,
                     const PackANeeds& needs);
 
-// The whole batch x[batch, H, W, C] -> out (one GEMM per image, each image's output is
-// OH * OW * Cout elements of out_itemsize bytes). Small per-image GEMMs are spread over the
-// threads image by image, large ones split their column panels; results are identical either way.
+// The whole batch x[batch, H, W, C] -> out [batch, OH, OW, Cout] (out_itemsize bytes each) as one
+// GEMM over batch * OH * OW rows: threads take runs of L2-sized row blocks, each im2col-packed
+// right before it is multiplied. Few rows and many channels split the columns instead. Results
+// are identical either way.
 void conv2d_u8s8_batch(const uint8_t* x, size_t batch, const ConvGeometry& g, uint8_t x_zp,
                        const PackedConvWeight& w, Isa isa, OutputKind kind,
                        const OutputParams& p, void* out, size_t out_itemsize);

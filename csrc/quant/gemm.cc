@@ -111,11 +111,23 @@ static void gemm_panels(const GemmJob& job, size_t p_begin, size_t p_end) {
   }
 }
 
+static GemmJob make_job(const PackedA& a, const PackedWeightS8& w, Isa isa,
+                        const GemmOptions& opt, OutputKind kind, const OutputParams& p,
+                        void* out) {
+  const bool fast = opt.allow_fast && isa == Isa::avx2;
+  return GemmJob{a, w, choose_tile(isa, fast), choose_shape(isa, fast, a.M),
+                 isa != Isa::scalar, kind, p, out};
+}
+
+void gemm_u8s8_on_caller(const PackedA& a, const PackedWeightS8& w, Isa isa,
+                         const GemmOptions& opt, OutputKind kind, const OutputParams& p,
+                         void* out) {
+  gemm_panels(make_job(a, w, isa, opt, kind, p, out), 0, w.panels);
+}
+
 void gemm_u8s8(const PackedA& a, const PackedWeightS8& w, Isa isa, const GemmOptions& opt,
                OutputKind kind, const OutputParams& p, void* out) {
-  const bool fast = opt.allow_fast && isa == Isa::avx2;
-  const GemmJob job{a, w, choose_tile(isa, fast), choose_shape(isa, fast, a.M),
-                    isa != Isa::scalar, kind, p, out};
+  const GemmJob job = make_job(a, w, isa, opt, kind, p, out);
   // Tiny problems are not worth a thread; each thread needs ~1M multiply-adds to pay off.
   const size_t macs_per_panel = std::max<size_t>(1, a.M * a.K4 * kPanelWidth);
   const size_t min_panels = std::max<size_t>(1, (size_t{1} << 20) / macs_per_panel);

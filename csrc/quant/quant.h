@@ -170,6 +170,10 @@ struct GemmOptions {
 };
 void gemm_u8s8(const PackedA& a, const PackedWeightS8& w, Isa isa, const GemmOptions& opt,
                OutputKind kind, const OutputParams& p, void* out);
+// The same GEMM entirely on the calling thread (for callers that split the rows themselves).
+void gemm_u8s8_on_caller(const PackedA& a, const PackedWeightS8& w, Isa isa,
+                         const GemmOptions& opt, OutputKind kind, const OutputParams& p,
+                         void* out);
 
 // --- quantize / dequantize ---------------------------------------------------------------------
 

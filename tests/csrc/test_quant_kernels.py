@@ -348,6 +348,32 @@ def test_conv2d_matches_naive(isa, geom):
     np.testing.assert_array_equal(got, expect)
 
 
+BLOCKED_CONVS = [  # several ~64 KiB row blocks, straddling image boundaries
+    (3, 20, 21, 32, 3, 3, 24, 1, 1),  # im2col, 6 blocks of 224 rows over 3 images of 420
+    (2, 30, 31, 64, 1, 1, 40, 1, 0),  # pointwise, rows read in place
+    (2, 40, 40, 30, 1, 1, 20, 1, 0),  # pointwise with K % 4 != 0: rows copied and padded
+    (1, 4, 4, 64, 3, 3, 64, 1, 1),    # one block, 4 panels: the column split
+]
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+@pytest.mark.parametrize("geom", BLOCKED_CONVS, ids=[str(i) for i in range(len(BLOCKED_CONVS))])
+def test_conv2d_row_blocks_match_naive_for_any_thread_count(isa, geom, threads, monkeypatch):
+    monkeypatch.setenv("NEEDLE_NUM_THREADS", threads)
+    n, h, w_, cin, kh, kw, cout, stride, pad = geom
+    r = rng(*geom, 21)
+    x = r.integers(0, 256, (n, h, w_, cin)).astype(np.uint8)
+    w = r.integers(-128, 128, (kh, kw, cin, cout)).astype(np.int8)
+    w_zp = r.integers(-3, 4, cout).astype(np.int32)  # row sums per block
+    pw = q.pack_conv_weight_s8(w, w_zp)
+    got = q.conv2d_u8s8_s32(x, 131, pw, stride, pad)
+    np.testing.assert_array_equal(got, q.conv2d_u8s8_s32_naive(x, 131, w, w_zp, stride, pad))
+    mult = np.full(cout, 1.0 / (kh * kw * cin * 64), np.float32)
+    got = q.conv2d_u8s8_requant(x, 131, pw, stride, pad, None, mult, 3, 0, 255)
+    expect = q.conv2d_u8s8_requant_naive(x, 131, w, w_zp, stride, pad, None, mult, 3, 0, 255)
+    np.testing.assert_array_equal(got, expect)
+
+
 # --- weight-only ----------------------------------------------------------------------------------
 
 
