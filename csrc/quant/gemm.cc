@@ -74,7 +74,7 @@ struct GemmJob {
   const PackedWeightS8& w;
   TileFn tile;
   TileShape shape;
-  bool simd_output;
+  Isa isa;  // the output stage's: AVX-512 / AVX2 for full 16-column tiles, else portable
   OutputKind kind;
   const OutputParams& p;
   void* out;
@@ -84,7 +84,11 @@ static void output_panel(const GemmJob& job, const int32_t* c, size_t mr, size_t
                          size_t panel, int32_t* acc) {
   const size_t n0 = panel * kPanelWidth, nc = std::min<size_t>(kPanelWidth, job.w.N - n0);
 #if defined(NEEDLE_QC_X86)
-  if (job.simd_output && nc == kPanelWidth) {
+  if (job.isa == Isa::avx512vnni && nc == kPanelWidth) {
+    output_tile16_avx512(job.kind, c, mr, m0, n0, job.w, job.a, job.p, job.out, job.w.N);
+    return;
+  }
+  if (job.isa == Isa::avx2 && nc == kPanelWidth) {
     output_tile16_avx2(job.kind, c, mr, m0, n0, job.w, job.a, job.p, job.out, job.w.N);
     return;
   }
@@ -115,8 +119,7 @@ static GemmJob make_job(const PackedA& a, const PackedWeightS8& w, Isa isa,
                         const GemmOptions& opt, OutputKind kind, const OutputParams& p,
                         void* out) {
   const bool fast = opt.allow_fast && isa == Isa::avx2;
-  return GemmJob{a, w, choose_tile(isa, fast), choose_shape(isa, fast, a.M),
-                 isa != Isa::scalar, kind, p, out};
+  return GemmJob{a, w, choose_tile(isa, fast), choose_shape(isa, fast, a.M), isa, kind, p, out};
 }
 
 void gemm_u8s8_on_caller(const PackedA& a, const PackedWeightS8& w, Isa isa,

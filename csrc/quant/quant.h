@@ -162,6 +162,9 @@ void output_tile(OutputKind kind, const int32_t* acc, size_t mr, size_t m0, size
 void output_tile16_avx2(OutputKind kind, const int32_t* c, size_t mr, size_t m0, size_t n0,
                         const PackedWeightS8& w, const PackedA& a, const OutputParams& p,
                         void* out, size_t N);
+void output_tile16_avx512(OutputKind kind, const int32_t* c, size_t mr, size_t m0, size_t n0,
+                          const PackedWeightS8& w, const PackedA& a, const OutputParams& p,
+                          void* out, size_t N);
 
 // --- GEMM driver -------------------------------------------------------------------------------
 
