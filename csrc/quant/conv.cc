@@ -21,14 +21,21 @@ bool ConvGeometry::is_pointwise() const {
   return KH == 1 && KW == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0;
 }
 
-// Short runs (small Cin: the 1-channel stem copies 3 bytes per kernel row) are cheaper as a
-// byte loop than as a memcpy/memset call.
-static inline void copy_bytes(uint8_t* dst, const uint8_t* src, size_t n) {
-  if (n > 16) {
+// Bytes an im2col buffer keeps past its last row: short runs are copied as one 8- or 16-byte move
+// and spill up to 15 bytes past their end. Runs are written in address order, so a spill lands
+// in the next run (rewritten right after), in the row's depth padding (re-zeroed after the row) or
+// here.
+constexpr size_t kIm2colSlack = 16;
+
+// n bytes src -> dst, where reading up to src_end is allowed (the input image's end).
+static inline void copy_run(uint8_t* dst, const uint8_t* src, size_t n, const uint8_t* src_end) {
+  if (n <= 8 && src + 8 <= src_end) {
+    std::memcpy(dst, src, 8);  // one move: the 1-channel stem's 3-byte runs
+  } else if (n <= 16 && src + 16 <= src_end) {
+    std::memcpy(dst, src, 16);
+  } else {
     std::memcpy(dst, src, n);
-    return;
   }
-  for (size_t i = 0; i < n; ++i) dst[i] = src[i];
 }
 
 static inline void fill_bytes(uint8_t* dst, uint8_t v, size_t n) {
@@ -39,31 +46,39 @@ static inline void fill_bytes(uint8_t* dst, uint8_t v, size_t n) {
   for (size_t i = 0; i < n; ++i) dst[i] = v;
 }
 
+// One packed row (output pixel oh, ow) of the image x; may write up to kIm2colSlack bytes past
+// the row's K4 bytes (see copy_run) and leaves its depth padding zero. The geometry is copied
+// into locals: byte stores may alias anything, so fields read through `g` would be reloaded
+// after every store.
 static void im2col_row(const uint8_t* x, const ConvGeometry& g, size_t oh, size_t ow,
                        uint8_t x_zp, uint8_t* dst) {
-  const size_t run = g.KW * g.C;  // one kernel row: KW adjacent input pixels, C bytes each
-  const long iw0 = long(ow * g.sw) - long(g.pw);
-  const bool cols_inside = iw0 >= 0 && iw0 + long(g.KW) <= long(g.W);
-  for (size_t kh = 0; kh < g.KH; ++kh) {
-    const long ih = long(oh * g.sh + kh) - long(g.ph);
+  const size_t C = g.C, KH = g.KH, KW = g.KW, run = KW * C;  // run: one kernel row
+  const long H = long(g.H), W = long(g.W);
+  const uint8_t* x_end = x + g.H * g.W * C;
+  const long iw0 = long(ow * g.sw) - long(g.pw), ih0 = long(oh * g.sh) - long(g.ph);
+  const bool cols_inside = iw0 >= 0 && iw0 + long(KW) <= W;
+  for (size_t kh = 0; kh < KH; ++kh) {
+    const long ih = ih0 + long(kh);
     uint8_t* d = dst + kh * run;
-    if (ih < 0 || ih >= long(g.H)) {
+    if (ih < 0 || ih >= H) {
       fill_bytes(d, x_zp, run);
       continue;
     }
-    const uint8_t* row = x + size_t(ih) * g.W * g.C;
+    const uint8_t* row = x + size_t(ih) * size_t(W) * C;
     if (cols_inside) {
-      copy_bytes(d, row + size_t(iw0) * g.C, run);
+      copy_run(d, row + size_t(iw0) * C, run, x_end);
       continue;
     }
-    for (size_t kw = 0; kw < g.KW; ++kw) {
+    for (size_t kw = 0; kw < KW; ++kw) {
       const long iw = iw0 + long(kw);
-      if (iw < 0 || iw >= long(g.W))
-        fill_bytes(d + kw * g.C, x_zp, g.C);
+      if (iw < 0 || iw >= W)
+        fill_bytes(d + kw * C, x_zp, C);
       else
-        copy_bytes(d + kw * g.C, row + size_t(iw) * g.C, g.C);
+        copy_run(d + kw * C, row + size_t(iw) * C, C, x_end);
     }
   }
+  const size_t K = KH * run, K4 = (K + 3) / 4 * 4;
+  for (size_t k = K; k < K4; ++k) dst[k] = 0;  // a zero depth adds nothing
 }
 
 PackedA im2col_pack(const uint8_t* x, const ConvGeometry& g, uint8_t x_zp,
@@ -73,7 +88,7 @@ PackedA im2col_pack(const uint8_t* x, const ConvGeometry& g, uint8_t x_zp,
   p.M = g.OH * g.OW;
   p.K = g.KH * g.KW * g.C;
   p.K4 = (p.K + 3) / 4 * 4;
-  p.u8_storage.assign(p.M * p.K4, 0);
+  p.u8_storage.assign(p.M * p.K4 + kIm2colSlack, 0);
   for (size_t oh = 0; oh < g.OH; ++oh)
     for (size_t ow = 0; ow < g.OW; ++ow)
       im2col_row(x, g, oh, ow, x_zp, p.u8_storage.data() + (oh * g.OW + ow) * p.K4);
@@ -126,7 +141,7 @@ void conv_blocks(const ConvJob& job, size_t M, size_t b, size_t e) {
   PackedA a;
   a.K = job.w.gemm.K;
   a.K4 = job.w.gemm.K4;
-  a.u8_storage.assign(job.block_rows * a.K4, 0);  // depth padding stays zero
+  a.u8_storage.assign(job.block_rows * a.K4 + kIm2colSlack, 0);
   for (size_t blk = b; blk < e; ++blk) {
     const size_t m0 = blk * job.block_rows, rows = std::min(job.block_rows, M - m0);
     fill_rows(job, m0, rows, a);
