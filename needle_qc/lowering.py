@@ -11,6 +11,21 @@
 - anything else, and every node of the ``reference`` target -> the op table's evaluation (the
   interpreter's numbers: :mod:`needle_qc.quantize.reference` for the integer ops).
 
+Target ``"cuda"``: the same builders call the kernel module of the target (``ctx.kernels``:
+:mod:`needle_qc._quant_cuda`, found by :func:`~needle_qc.lowering_common.cuda_kernels`), which
+has the CPU module's API, so weights are packed once, here, onto the GPU. ``qlinear``,
+``qconv2d``, ``quantize``, ``dequantize``, ``linear_dynamic``, ``conv2d_dynamic`` and the
+float16 / bfloat16 / int4 weight-only layers run CUDA kernels; their integer outputs equal the
+CPU's bit for bit (numerics contract §2.10), the weight-only fp32 sums are the GPU's order. What
+the CUDA module has no kernel for (``requantize``, ``qadd``, ``qmatmul`` in NumPy, int8 / uint8
+weight-only GEMMs, fp32 layers, layout copies, op-table evaluations, the float versions offered
+to :func:`tune`) runs on the CPU as for target ``"cpu"``, and ``explain()`` says so per node
+(kernel ``cuda: ...`` vs ``cpu: ...`` with ``cpu fallback: <reason>`` in its why). Known
+limitation, chosen for now: every CUDA call copies its numpy input to the device and its output
+back (the kernels' per-call host round trip); activations are not kept on the device between
+consecutive CUDA kernels. :func:`tune` therefore times each CUDA kernel with its copies
+against the CPU's float version, so "never silently slower" holds for what actually runs.
+
 Conv activations stay NHWC between consecutive NHWC kernels; NCHW<->NHWC copies happen only
 where a value crosses to an op that needs the IR's logical (NCHW) layout. The u8s8 fast path is
 enabled per layer only when ``a_max * max_pair_abs <= 32767`` is proven from the layer's
@@ -31,7 +46,7 @@ import time
 
 import numpy as np
 
-from . import opset
+from . import lowering_common, opset
 
 # Everything the pieces define is re-exported: code written before the split imports
 # these names from here.
@@ -142,17 +157,15 @@ def lower(graph, target="cpu", *, choices=None):
 
 
 def _require_cuda():
-    try:
-        from . import _quant_cuda  # noqa: F401
-    except ImportError:
+    """Refuse target "cuda" without the CUDA kernels or without a visible GPU."""
+    module = lowering_common.cuda_kernels()
+    if module is None:
         raise ValueError("lower: target='cuda' needs the CUDA int8 kernels "
                          "(needle_qc._quant_cuda), which are not built in this install; "
-                         "use target='cpu' or 'reference'") from None
-    import needle
-
-    if not needle.cuda().enabled():
-        raise ValueError("lower: target='cuda' but no CUDA GPU is visible")
-    raise ValueError("lower: target='cuda' is not implemented by this lowering yet")
+                         "use target='cpu' or 'reference'")
+    if module.device_count() == 0:
+        raise ValueError("lower: target='cuda' but no CUDA GPU is visible "
+                         "(needle_qc._quant_cuda.device_count() == 0); use target='cpu'")
 
 
 def measure(kind, fn):

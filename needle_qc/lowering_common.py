@@ -1,4 +1,4 @@
-"""Helpers shared by the kernel builders: node qparams, the C++ module, weight records."""
+"""Helpers shared by the kernel builders: node qparams, the kernel modules, weight records."""
 
 import numpy as np
 
@@ -18,11 +18,44 @@ def _qp(node):
 
 
 def _kernels():
+    """The C++ int8 kernels (:mod:`needle_qc._quant_cpu`), or None when not built."""
     try:
         from . import _quant_cpu
     except ImportError:
         return None
     return _quant_cpu
+
+
+def cuda_kernels():
+    """The CUDA int8 kernels (:mod:`needle_qc._quant_cuda`), or None when not built.
+
+    The one place the CUDA module is found: the plumbing tests replace this function with a
+    stand-in (the CPU kernels behind the CUDA module's API) to exercise the CUDA lowering
+    without a GPU.
+    """
+    try:
+        from . import _quant_cuda
+    except ImportError:
+        return None
+    return _quant_cuda
+
+
+def kernels_for(target):
+    """The kernel module the builders of ``target`` call: CUDA for "cuda", else the CPU's."""
+    return cuda_kernels() if target == "cuda" else _kernels()
+
+
+def accumulator_bound(k, a_range, w_s8, zp_s8=None):
+    """max over columns of ``|Σ_k (a - z_a)(w - z_w)|`` for ``a - z_a`` in ``a_range``.
+
+    The NumPy twin of ``_quant_cpu.accumulator_bound`` (the CUDA module has none): computed
+    from the int8 weight ``[K, N]`` and its zero points instead of a CPU-packed weight.
+    """
+    w = np.asarray(w_s8, np.int64).reshape(k, -1)
+    zp = 0 if zp_s8 is None else np.asarray(zp_s8, np.int64).reshape(-1)
+    col_abs = np.abs(w - zp).sum(axis=0)
+    amax = max(abs(int(a_range[0])), abs(int(a_range[1])))
+    return int(col_abs.max(initial=0)) * amax
 
 
 def _weight_record(node, dtype, count, measured, qparam_bytes):

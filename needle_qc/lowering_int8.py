@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .lowering_common import INT32_MAX, _kernels, _qp, _weight_record
+from .lowering_common import INT32_MAX, _kernels, _qp, _weight_record, accumulator_bound
 from .lowering_float import F32Matmul, _conv_f32_nhwc, _linear_f32
 from .lowering_program import Impl
 from .quantize.qeval import layer_optional_inputs
@@ -25,9 +25,9 @@ def _layer_consts(ctx, node):
     """(kernels, x, w node, w, s_w, bias) of a (x, w, s_w[, bias]) layer, or None.
 
     None when the native kernels are missing or an operand is not a constant: the builder then
-    leaves the node to the reference evaluation.
+    leaves the node to the reference evaluation. ``kernels`` are the target's (CUDA or CPU).
     """
-    q = _kernels()
+    q = ctx.kernels
     x_node, w_node, s_node = node.inputs[:3]
     w, s_w = ctx.const(w_node), ctx.const(s_node)
     has_bias = len(node.inputs) == 4
@@ -110,8 +110,27 @@ def _weight_zp_note(layer):
     return f"; weight zero point applied in kernel via row sums{shifted}"
 
 
-def _fast_path(q, x_dtype, pw, a_max):
-    """(allow_fast, why): the u8s8 fast path only where no int16 pair sum can saturate."""
+def _bound(q, k, a_range, packed, w_s8, zp_s8=None):
+    """The int32 accumulator bound from the module's ``accumulator_bound`` (CPU), else computed
+    from the int8 weight itself (the CUDA module has none; the same number)."""
+    if hasattr(q, "accumulator_bound"):
+        return q.accumulator_bound(k, a_range, packed)
+    return accumulator_bound(k, a_range, w_s8, zp_s8)
+
+
+def _on_target(ctx, impl):
+    """Mark ``impl`` as computed by the target's kernels (``ctx.kernels``)."""
+    impl.device = "cuda" if ctx.on_cuda else "cpu"
+    return impl
+
+
+def _fast_path(q, x_dtype, pw, a_max, cuda=False):
+    """(allow_fast, why): the u8s8 fast path only where no int16 pair sum can saturate.
+
+    On CUDA (``cuda``) there is no fast path to allow: dp4a sums in int32, every path is exact.
+    """
+    if cuda:
+        return False, "exact path (dp4a: int32 sums, nothing to saturate)"
     if x_dtype != "uint8":
         return False, "exact path (int8 activations)"
     claim = a_max * pw.max_pair_abs
@@ -135,7 +154,7 @@ def _pack_linear(ctx, node, q, layer):
 
 def build_qlinear(ctx, node):
     """qlinear -> gemm_{u8,s8}s8_requant / _s32 with the zero point folded into the bias."""
-    q, layer = _kernels(), _static_layer(ctx, node)
+    q, layer = ctx.kernels, _static_layer(ctx, node)
     if q is None or layer is None:
         return None
     x_node, w, s_w, bias = layer.x_node, layer.w, layer.s_w, layer.bias
@@ -145,16 +164,17 @@ def build_qlinear(ctx, node):
     pw = _pack_linear(ctx, node, q, layer)
     lo, hi = qrange(x_dtype)
     # col_abs (hence the bound) is taken over w - z_w: the weight zero point is accounted for
-    _layer_check(node, q.accumulator_bound(k, (lo - z_x, hi - z_x), pw), bias)
+    _layer_check(node, _bound(q, k, (lo - z_x, hi - z_x), pw, layer.w_s8, layer.zp_s8), bias)
     bias32 = np.zeros(n, np.int64) if bias is None else bias.astype(np.int64)
     # with a_zp = 0 the kernel gives Σ x (w - z_w); Σ (x - z_x)(w - z_w) needs - z_x Σ (w - z_w)
     w_sum = np.asarray(pw.colsum, np.int64) - k * layer.zp_s8.astype(np.int64)
     folded = bias32 - z_x * w_sum
-    raw_bound = q.accumulator_bound(k, (lo, hi), pw) + int(np.abs(folded).max(initial=0))
+    raw_bound = _bound(q, k, (lo, hi), pw, layer.w_s8, layer.zp_s8) + \
+        int(np.abs(folded).max(initial=0))
     fold = raw_bound <= INT32_MAX and folded.size and np.abs(folded).max() <= INT32_MAX
     a_zp = 0 if fold else z_x
     bias_used = (folded if fold else bias32).astype(np.int32)
-    allow_fast, why = _fast_path(q, x_dtype, pw, hi if x_dtype == "uint8" else 127)
+    allow_fast, why = _fast_path(q, x_dtype, pw, hi if x_dtype == "uint8" else 127, ctx.on_cuda)
     signed = x_dtype == "int8"
     out_dtype, relu = node.attrs["dtype"], node.attrs["relu"]
     scale_w = _as_vector(s_w, n)
@@ -187,7 +207,7 @@ def build_qlinear(ctx, node):
     qbytes = scale_w.nbytes + bias_used.nbytes + (mult.nbytes if out_dtype != "float32" else 0)
     weights = [_weight_record(node, w.dtype.name, w.size, pw.nbytes, qbytes)]
     impl = Impl(name, why, fn, [ctx.value(x_node, "logical")], weights=weights, kind="int8")
-    return impl, _qlinear_float(ctx, node, layer, scale_w, s_x, z_x, impl.inputs)
+    return _on_target(ctx, impl), _qlinear_float(ctx, node, layer, scale_w, s_x, z_x, impl.inputs)
 
 
 def _dequant_bias(bias, s_x, scale_w):
@@ -233,7 +253,7 @@ def _qlinear_float(ctx, node, layer, scale_w, s_x, z_x, inputs):
 
 def build_qconv2d(ctx, node):
     """qconv2d -> conv2d_u8s8_requant on NHWC (consecutive convs stay NHWC)."""
-    q, layer = _kernels(), _static_layer(ctx, node)
+    q, layer = ctx.kernels, _static_layer(ctx, node)
     if q is None or layer is None:
         return None
     x_node, w, s_w, bias = layer.x_node, layer.w, layer.s_w, layer.bias
@@ -242,8 +262,8 @@ def build_qconv2d(ctx, node):
     s_x, z_x = _qp(x_node)
     kk, _, cin, cout = w.shape
     pcw = q.pack_conv_weight_s8(layer.w_s8, layer.zp_s8)
-    _layer_check(node, q.accumulator_bound(kk * kk * cin, (-z_x, 255 - z_x),
-                                           pcw.gemm_weight), bias)
+    _layer_check(node, _bound(q, kk * kk * cin, (-z_x, 255 - z_x), pcw.gemm_weight,
+                              layer.w_s8, layer.zp_s8), bias)
     stride, pad = node.attrs["stride"], node.attrs["padding"]
     out_dtype, relu = node.attrs["dtype"], node.attrs["relu"]
     scale_w = _as_vector(s_w, cout)
@@ -271,7 +291,7 @@ def build_qconv2d(ctx, node):
     weights = [_weight_record(node, w.dtype.name, w.size, pcw.nbytes,
                               scale_w.nbytes + bias32.nbytes)]
     impl = Impl(name, why, fn, [ctx.value(x_node, "nhwc")], "nhwc", weights, "int8")
-    return impl, _qconv_float(node, layer, scale_w, s_x, z_x, impl.inputs)
+    return _on_target(ctx, impl), _qconv_float(node, layer, scale_w, s_x, z_x, impl.inputs)
 
 
 def _qconv_float(node, layer, scale_w, s_x, z_x, inputs):
@@ -298,7 +318,7 @@ def build_linear_dynamic(ctx, node):
     k, n = w.shape
     pw = ctx.packed_once("linear_dynamic", node,
                          lambda: q.pack_weight_s8(np.ascontiguousarray(w)))
-    _layer_check(node, q.accumulator_bound(k, (-255, 255), pw), None)
+    _layer_check(node, _bound(q, k, (-255, 255), pw, w), None)
     scale_w = _as_vector(s_w, n)
     bias_f = None if bias is None else bias.astype(np.float32)
     per_token = node.attrs["granularity"] == "per_token"
@@ -321,6 +341,7 @@ def build_linear_dynamic(ctx, node):
     inputs = [ctx.value(x_node, "logical")]
     impl = Impl("dynamic_quantize + gemm_u8s8_f32", "exact path; activation scale per call",
                 fn, inputs, weights=weights, kind="int8")
+    _on_target(ctx, impl)
     w_f = _dequant_weight(w, scale_w)
     mm = F32Matmul(w_f)
     alt = Impl("fp32 gemm (ndl.cpu)", "float version", _linear_f32(mm, bias_f), inputs,
@@ -337,7 +358,7 @@ def build_conv2d_dynamic(ctx, node):
     kk, _, cin, cout = w.shape
     pcw = ctx.packed_once("conv2d_dynamic", node,
                           lambda: q.pack_conv_weight_s8(np.ascontiguousarray(w)))
-    _layer_check(node, q.accumulator_bound(kk * kk * cin, (-255, 255), pcw.gemm_weight), None)
+    _layer_check(node, _bound(q, kk * kk * cin, (-255, 255), pcw.gemm_weight, w), None)
     scale_w = _as_vector(s_w, cout)
     bias_f = None if bias is None else bias.astype(np.float32).reshape(-1)
     stride, pad = node.attrs["stride"], node.attrs["padding"]
@@ -356,6 +377,7 @@ def build_conv2d_dynamic(ctx, node):
     impl = Impl("dynamic_quantize_u8 + conv2d_u8s8_f32 (NHWC)",
                 "exact path; activation scale per call, padding holds z_x", fn, inputs, "nhwc",
                 weights, "int8")
+    _on_target(ctx, impl)
     w_f = _dequant_weight(w, scale_w)
     conv, mm = _conv_f32_nhwc(w_f, bias_f, stride, pad)
     alt = Impl("fp32 im2col gemm (ndl.cpu, NHWC)", "float version", conv, inputs, "nhwc",

@@ -28,6 +28,8 @@ class Impl:
     out_layout: str = "logical"
     weights: list = field(default_factory=list)
     kind: str = "float"  # "int8" (quantized kernel), "float", "layout", "eval" or "reference"
+    device: str = "cpu"  # where ``fn`` computes: "cpu" or "cuda" (a CUDA kernel behind it)
+    fallback: str = ""  # target "cuda", device "cpu": why no CUDA kernel runs it
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .lowering_common import INT32_MAX, _kernels, _qp, _shared_layout
+from .lowering_common import INT32_MAX, _qp, _shared_layout
 from .lowering_program import Impl
 from .quantize.qparams import CONTAINER, qrange
 from .quantize.reference import (
@@ -19,25 +19,39 @@ def _output_stage_numpy(acc, mult, z_y, qmin, qmax, out_dtype):
     return requantize(acc, mult, z_y, qmin, qmax).astype(CONTAINER[out_dtype])
 
 
+CUDA_QUANTIZED = ("uint8", "int8")
+"""The integer types the CUDA quantize kernel writes (others: the CPU's kernel)."""
+
+
+def _kernels_for_dtype(ctx, dtype, kernel):
+    """(module, device, fallback reason): the target's kernels unless CUDA lacks ``dtype``."""
+    if not ctx.on_cuda:
+        return ctx.kernels, "cpu", ""
+    if dtype in CUDA_QUANTIZED:
+        return ctx.kernels, "cuda", ""
+    return ctx.cpu_kernels, "cpu", f"no CUDA kernel for {kernel} to {dtype}"
+
+
 def build_quantize(ctx, node):
-    q = _kernels()
     x_node = node.inputs[0]
+    out_dtype = node.attrs["dtype"]
+    q, device, fallback = _kernels_for_dtype(ctx, out_dtype, "quantize_f32")
     if q is None or x_node.meta.get("dtype") != "float32":
         return None
     s, z = _qp(node)
     s_arr, z_arr = np.array([s], np.float32), np.array([z], np.int32)
-    out_dtype = node.attrs["dtype"]
     layout = ctx.layout.get(x_node.name, "logical") if ctx.const(x_node) is None else "logical"
 
     def fn(x):
         return q.quantize_f32(x, s_arr, z_arr, 0, out_dtype)
     return Impl("quantize_f32", "kernel (ONNX QuantizeLinear)", fn,
-                [ctx.value(x_node, layout)], layout, kind="int8")
+                [ctx.value(x_node, layout)], layout, kind="int8", device=device,
+                fallback=fallback)
 
 
 def build_dequantize(ctx, node):
-    q = _kernels()
     x_node = node.inputs[0]
+    q, device, fallback = _kernels_for_dtype(ctx, x_node.meta.get("dtype"), "dequantize")
     if q is None or len(node.inputs) != 1 or x_node.meta.get("dtype") not in ("uint8", "int8"):
         return None
     s, z = _qp(x_node)
@@ -47,7 +61,7 @@ def build_dequantize(ctx, node):
     def fn(x):
         return q.dequantize(x, s_arr, z_arr, 0)
     return Impl("dequantize", "kernel (ONNX DequantizeLinear)", fn, [ctx.value(x_node, layout)],
-                layout, kind="int8")
+                layout, kind="int8", device=device, fallback=fallback)
 
 
 def build_requantize(ctx, node):

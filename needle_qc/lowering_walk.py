@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from . import opset
+from . import lowering_common, opset
 from .errors import IRError
 from .lowering_kernels import BUILDERS
 from .lowering_program import Impl, Program, Step, WeightRecord
@@ -29,6 +29,15 @@ class _Lowering:
         self.state = {"batch": None}  # the Program's run state: steps read the batch size
         self.shared = {}  # (what, weight tensor keys) -> packed weight built once
         self._interp = None
+        # the builders call ``kernels``: the target's module (CUDA for "cuda"); ``cpu_kernels``
+        # is the CPU's, for the nodes the CUDA module has no kernel for
+        self.kernels = lowering_common.kernels_for(target)
+        self.cpu_kernels = lowering_common._kernels()
+
+    @property
+    def on_cuda(self):
+        """True when ``kernels`` is the CUDA module (target "cuda")."""
+        return self.target == "cuda"
 
     def run(self):
         inputs, outputs, structure = [], [], None
@@ -48,6 +57,8 @@ class _Lowering:
             else:
                 self._lower_node(node)
         record_weights_once(self.graph, self.steps, set(self.folded))
+        if self.on_cuda:
+            label_devices(self.steps)
         return Program(self.graph, self.target, self.steps, inputs, outputs, structure,
                        self.used_constants, self.sizes, self.state)
 
@@ -158,6 +169,38 @@ class _Lowering:
                         run, inputs, kind="reference")
         return Impl(f"op-table eval ({node.op})", "no native kernel: interpreter semantics",
                     run, inputs, kind="eval")
+
+
+# ----------------------------------------------------------------------------- devices
+
+def label_devices(steps):
+    """Target "cuda": say in each kernel name where it runs, and why a CPU one does.
+
+    ``explain()`` then shows ``cuda: gemm_u8s8_requant`` for a CUDA kernel and
+    ``cpu: ...`` with ``cpu fallback: <reason>`` leading its why for everything else.
+    """
+    for step in steps:
+        _label(step.impl, step.op, alternative=False)
+        if step.alternative is not None:
+            _label(step.alternative, step.op, alternative=True)
+
+
+def _label(impl, op, alternative):
+    if impl.device == "cuda":
+        impl.kernel = f"cuda: {impl.kernel}"
+        return
+    impl.kernel = f"cpu: {impl.kernel}"
+    impl.why = f"cpu fallback: {impl.fallback or _fallback_reason(impl, op, alternative)}; " \
+               f"{impl.why}"
+
+
+def _fallback_reason(impl, op, alternative):
+    if alternative:
+        return "the float version runs on the CPU"
+    return {"float": f"{op} runs on the host (no CUDA fp32 kernels in this lowering)",
+            "layout": "layout copy on the host",
+            "eval": f"no CUDA kernel for {op} (op-table evaluation)"}.get(
+                impl.kind, f"no CUDA kernel for {op}")
 
 
 # ----------------------------------------------------------------------------- weight records

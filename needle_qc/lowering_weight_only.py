@@ -8,16 +8,25 @@ into ``q - z`` when that fits in int8, else applied in the kernel); int4 / uint4
 ``gemm_f32_wint8`` (one byte per weight, said in ``why``). No fp32 copy
 of a weight is kept: the float version offered to :func:`~needle_qc.lowering.tune` dequantizes
 lazily on its first call and is released when the kernel wins.
+
+Target "cuda": float16 / bfloat16 / int4 weights run the CUDA kernels of the same names (their
+fp32 sums run in the GPU's order: close to the CPU's, not bit-identical); the CUDA module has no
+``gemm_f32_wint8``, so int8 / uint8 weights (and int4 stored one per byte) stay on the CPU's.
 """
 
 import numpy as np
 
-from .lowering_common import _kernels, _weight_record
+from .lowering_common import _weight_record
 from .lowering_float import F32Matmul, im2col_nhwc
 from .lowering_program import Impl
 from .quantize.lowbit import bf16_to_float32, unpack_int4
 
 PANEL = 16  # output columns per packed panel (csrc/quant/quant.h kPanelWidth)
+CUDA_ORDER = "; fp32 sums in the GPU's order (close to the CPU's, not bit-identical)"
+
+
+class NoKernel(Exception):
+    """The kernel module lacks the GEMM a weight needs (the message names it)."""
 
 # ----------------------------------------------------------------------------- weight parts
 
@@ -58,8 +67,8 @@ class LazyF32Matmul:
 
 # ----------------------------------------------------------------------------- packing
 
-def _padded(n):
-    return -(-n // PANEL) * PANEL
+def _padded(n, panel=PANEL):
+    return -(-n // panel) * panel
 
 
 def _group_layout(attrs, cin):
@@ -111,17 +120,22 @@ def _pad_with_zero_point(wq, zp, widths, attrs):
     return padded
 
 
-def _pack(q, parts, attrs, k, red_axis, pad, kernel_g):
-    """``(packed, gemm, payload bytes, qparam bytes, why)`` for a weight of any dtype."""
+def _pack(q, parts, attrs, k, red_axis, pad, kernel_g, panel=PANEL):
+    """``(packed, gemm, payload bytes, qparam bytes, why)`` for a weight of any dtype.
+
+    ``panel``: the column padding of ``q``'s packed layouts (1: none, the CUDA module's).
+    Raises :class:`NoKernel` when ``q`` has no GEMM for the weight.
+    """
     wdt = attrs["weight_dtype"]
     n = parts[0].shape[-1]
     if wdt in ("float16", "bfloat16"):
         w = parts[0]
         w32 = bf16_to_float32(w) if w.dtype == np.uint16 else w.astype(np.float32)
         w32 = np.ascontiguousarray(w32.reshape(-1, n))
+        payload = 2 * len(w32) * _padded(n, panel)
         if wdt == "float16":
-            return q.pack_weight_f16(w32), q.gemm_f32_wf16, 2 * len(w32) * _padded(n), 0, ""
-        return q.pack_weight_bf16(w32), q.gemm_f32_wbf16, 2 * len(w32) * _padded(n), 0, ""
+            return q.pack_weight_f16(w32), q.gemm_f32_wf16, payload, 0, ""
+        return q.pack_weight_bf16(w32), q.gemm_f32_wbf16, payload, 0, ""
     wq, scales, zp = _integer_parts(parts, attrs, k, red_axis, pad)
     rows = len(wq)
     g = kernel_g if attrs["granularity"] == "per_group" else 0
@@ -129,14 +143,16 @@ def _pack(q, parts, attrs, k, red_axis, pad, kernel_g):
         d = wq.astype(np.int32) - (0 if zp is None else _rows_of(zp, g, rows))
         if d.min(initial=0) >= -8 and d.max(initial=0) <= 7:
             pw = q.pack_weight_int4(np.ascontiguousarray(d.astype(np.int8)), scales, g)
-            payload = rows * _padded(n) // 2
+            payload = rows * -(-_padded(n, panel) // 2)  # two columns per byte, rows whole
             return pw, q.gemm_f32_wint4, payload, pw.nbytes - payload, ""
+    if not hasattr(q, "pack_weight_int8"):
+        raise NoKernel("gemm_f32_wint8")
     if zp is not None:  # fold the zero point when q - z fits in int8 (uint8 symmetric: z = 128)
         d = wq.astype(np.int32) - _rows_of(zp, g, rows)
         if d.min(initial=0) >= -128 and d.max(initial=0) <= 127:
             wq, zp = d.astype(np.int8), None
     pw = q.pack_weight_int8(np.ascontiguousarray(wq), scales, zp, g)
-    payload = rows * _padded(n)
+    payload = rows * _padded(n, panel)
     why = "" if wdt in ("int8", "uint8") else \
         f"; {wdt} q - z outside [-8, 7] (affine): stored one per byte"
     return pw, q.gemm_f32_wint8, payload, pw.nbytes - payload, why
@@ -149,11 +165,29 @@ def _rows_of(zp, g, rows):
     return np.repeat(zp, g, axis=0)[:rows]
 
 
+def _packed_for_target(ctx, what, node, pack):
+    """``(pack(q, panel) result, device, fallback reason)`` made once with the target's kernels.
+
+    On CUDA a weight whose GEMM the CUDA module lacks (:class:`NoKernel`) is packed for the
+    CPU's kernels instead; None when no kernel module is available at all.
+    """
+    if ctx.on_cuda:
+        try:
+            return ctx.packed_once(what, node, lambda: pack(ctx.kernels, 1)), "cuda", ""
+        except NoKernel as missing:
+            fallback = f"no CUDA kernel for {missing}"
+    else:
+        fallback = ""
+    q = ctx.cpu_kernels
+    if q is None:
+        return None, "cpu", fallback
+    return ctx.packed_once(f"{what} (cpu)", node, lambda: pack(q, PANEL)), "cpu", fallback
+
+
 # ----------------------------------------------------------------------------- builders
 
 def build_linear_weight_only(ctx, node):
     """Every weight dtype -> a weight-only GEMM (weights decoded in registers)."""
-    q = _kernels()
     parts, bias = _weight_only_arrays(ctx, node)
     if parts is None:
         return None
@@ -165,11 +199,14 @@ def build_linear_weight_only(ctx, node):
     alt = Impl("fp32 gemm (ndl.cpu), weight dequantized at first use", "float version",
                _linear(mm, bias), inputs,
                weights=[_weight_record(node, "float32", k * n, mm.nbytes, 0)])
-    if q is None:
+    packed, device, fallback = _packed_for_target(
+        ctx, "linear_weight_only", node,
+        lambda q, panel: _pack(q, parts, attrs, k, 0, 0, attrs["group_size"], panel))
+    if packed is None:
         alt.why = "native kernels not built: fp32 weight made at first use"
         return alt
-    pw, gemm, payload, qbytes, note = ctx.packed_once(
-        "linear_weight_only", node, lambda: _pack(q, parts, attrs, k, 0, 0, attrs["group_size"]))
+    pw, gemm, payload, qbytes, note = packed
+    note += CUDA_ORDER if device == "cuda" else ""
 
     def fn(x):
         y = gemm(np.ascontiguousarray(x.reshape(-1, k), np.float32), pw, bias)
@@ -178,7 +215,7 @@ def build_linear_weight_only(ctx, node):
     weights = [_weight_record(node, wdt, k * n, payload,
                               qbytes + (0 if bias is None else bias.nbytes))]
     impl = Impl(gemm.__name__, "weight-only kernel: weights converted in registers" + note, fn,
-                inputs, weights=weights, kind="int8")
+                inputs, weights=weights, kind="int8", device=device, fallback=fallback)
     return impl, alt
 
 
@@ -195,16 +232,20 @@ def _linear(mm, bias):
 
 def build_conv2d_weight_only(ctx, node):
     """NHWC im2col (strided view) + the weight-only GEMM of the weight's dtype."""
-    q = _kernels()
     parts, bias = _weight_only_arrays(ctx, node)
-    if parts is None or q is None:
+    if parts is None:
         return None  # the op table's evaluation (the interpreter's numbers)
     attrs, wdt = node.attrs, node.attrs["weight_dtype"]
     cin = node.inputs[0].meta["shape"][1]
     kh, kw, _, cout = (parts[0].shape[0], parts[0].shape[1], cin, parts[0].shape[3])
     kernel_g, pad = _group_layout(attrs, cin) if wdt not in ("float16", "bfloat16") else (0, 0)
-    pw, gemm, payload, qbytes, note = ctx.packed_once(
-        "conv2d_weight_only", node, lambda: _pack(q, parts, attrs, cin, 2, pad, kernel_g))
+    packed, device, fallback = _packed_for_target(
+        ctx, "conv2d_weight_only", node,
+        lambda q, panel: _pack(q, parts, attrs, cin, 2, pad, kernel_g, panel))
+    if packed is None:
+        return None  # no native kernels: the op table's evaluation
+    pw, gemm, payload, qbytes, note = packed
+    note += CUDA_ORDER if device == "cuda" else ""
     stride, padding = attrs["stride"], attrs["padding"]
 
     def conv(x):
@@ -220,4 +261,4 @@ def build_conv2d_weight_only(ctx, node):
     if pad:
         why += f"; C_in padded by {pad} to whole groups"
     return Impl(f"im2col + {gemm.__name__}", why, conv, [ctx.value(node.inputs[0], "nhwc")],
-                "nhwc", weights, kind="int8")
+                "nhwc", weights, kind="int8", device=device, fallback=fallback)

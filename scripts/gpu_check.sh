@@ -2,8 +2,9 @@
 # On a machine with an NVIDIA GPU: build, run the CUDA tests plainly and under compute-sanitizer
 # (memcheck on everything, racecheck on the shared-memory kernels), summarise.
 #
-# Usage: scripts/gpu_check.sh [ndarray|quant|all]   (default all: the NDArray backend's tests,
-#        then the int8 kernels' tests, needle_qc._quant_cuda vs _quant_cpu bit for bit)
+# Usage: scripts/gpu_check.sh [ndarray|quant|lowering|all]   (default all: the NDArray backend's
+#        tests, the int8 kernels' tests, needle_qc._quant_cuda vs _quant_cpu bit for bit, then
+#        compile(target="cuda") on zoo models vs target="cpu")
 #        SANITIZE=0 ...   skips the compute-sanitizer passes (the slow part)
 #        BUILD=0 ...      uses the extensions already built
 # Uses $PYTHON, else .venv/bin/python, else python3. Logs go to $OUT when set (the lent-machine
@@ -19,8 +20,9 @@ mkdir -p "$LOGS"
 case "${1:-all}" in
   ndarray) SUITES=(ndarray) ;;
   quant) SUITES=(quant) ;;
-  all) SUITES=(ndarray quant) ;;
-  *) echo "usage: $0 [ndarray|quant|all]" >&2; exit 2 ;;
+  lowering) SUITES=(lowering) ;;
+  all) SUITES=(ndarray quant lowering) ;;
+  *) echo "usage: $0 [ndarray|quant|lowering|all]" >&2; exit 2 ;;
 esac
 export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 declare -A RESULT
@@ -92,13 +94,20 @@ KEYS=(build device_count)
 for suite in "${SUITES[@]}"; do
   if [ "$suite" = ndarray ]; then
     tests=tests/csrc/test_cuda_backend.py race="matmul or reduc"
+  elif [ "$suite" = lowering ]; then
+    # The same kernels as the quant suite, called by the lowering: memcheck only.
+    tests=tests/needle_qc/test_lowering_cuda.py race=""
   else
     # Shared-memory kernels: the dp4a GEMM (also behind conv), the weight-only GEMM.
     tests=tests/csrc/test_quant_cuda.py race="gemm or conv or dynamic or weight_only"
   fi
   pytest_suite "$suite-pytest" "$tests"
   sanitize "$suite-memcheck" memcheck "$tests"
-  sanitize "$suite-racecheck" racecheck "$tests" -k "$race"
+  if [ -n "$race" ]; then
+    sanitize "$suite-racecheck" racecheck "$tests" -k "$race"
+  else
+    RESULT[$suite-racecheck]="skipped (its kernels are racechecked by the quant suite)"
+  fi
   KEYS+=("$suite-pytest" "$suite-memcheck" "$suite-racecheck")
 done
 
