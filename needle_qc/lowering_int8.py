@@ -251,18 +251,30 @@ def _qlinear_float(ctx, node, layer, scale_w, s_x, z_x, inputs):
                 weights=weights, kind="float")
 
 
+def _s8_as_u8(x):
+    """int8 activations as the u8 kernels read them: x ^ 0x80 == x + 128 (zero point alike)."""
+    return np.bitwise_xor(x.view(np.uint8), np.uint8(0x80))
+
+
 def build_qconv2d(ctx, node):
-    """qconv2d -> conv2d_u8s8_requant on NHWC (consecutive convs stay NHWC)."""
+    """qconv2d -> conv2d_u8s8_requant on NHWC (consecutive convs stay NHWC).
+
+    int8 activations are shifted into uint8 (+128, zero point too) before the kernel: one pass
+    over the input, and Σ(x - z_x)(w - z_w) is unchanged.
+    """
     q, layer = ctx.kernels, _static_layer(ctx, node)
     if q is None or layer is None:
         return None
     x_node, w, s_w, bias = layer.x_node, layer.w, layer.s_w, layer.bias
-    if x_node.meta["dtype"] != "uint8":
-        return None  # no s8 conv kernel: the reference evaluation handles it
+    if x_node.meta["dtype"] not in ("uint8", "int8"):
+        return None
     s_x, z_x = _qp(x_node)
+    shifted = x_node.meta["dtype"] == "int8"
+    z_k = z_x + 128 if shifted else z_x  # the zero point the u8 kernel sees
+    prep = _s8_as_u8 if shifted else (lambda x: x)
     kk, _, cin, cout = w.shape
     pcw = q.pack_conv_weight_s8(layer.w_s8, layer.zp_s8)
-    _layer_check(node, _bound(q, kk * kk * cin, (-z_x, 255 - z_x), pcw.gemm_weight,
+    _layer_check(node, _bound(q, kk * kk * cin, (-z_k, 255 - z_k), pcw.gemm_weight,
                               layer.w_s8, layer.zp_s8), bias)
     stride, pad = node.attrs["stride"], node.attrs["padding"]
     out_dtype, relu = node.attrs["dtype"], node.attrs["relu"]
@@ -272,7 +284,7 @@ def build_qconv2d(ctx, node):
         scale = np.multiply(np.float32(s_x), scale_w, dtype=np.float32)
 
         def fn(x):
-            acc = q.conv2d_u8s8_s32(x, z_x, pcw, stride, pad) + bias32
+            acc = q.conv2d_u8s8_s32(prep(x), z_k, pcw, stride, pad) + bias32
             y = np.multiply(acc.astype(np.float32), scale, dtype=np.float32)
             return np.maximum(y, np.float32(0)) if relu else y
         name = "conv2d_u8s8_s32 + fp32 scale"
@@ -283,11 +295,11 @@ def build_qconv2d(ctx, node):
         mult = _as_vector(requant_multiplier(s_x, scale_w, s_y), cout)
 
         def fn(x):
-            return q.conv2d_u8s8_requant(x, z_x, pcw, stride, pad, bias32, mult, z_y, qmin,
+            return q.conv2d_u8s8_requant(prep(x), z_k, pcw, stride, pad, bias32, mult, z_y, qmin,
                                          qmax, out_dtype)
         name = "conv2d_u8s8_requant (NHWC)"
     why = "exact path (conv kernel); zero point applied in kernel (padding holds z_x)" + \
-        _weight_zp_note(layer)
+        _weight_zp_note(layer) + ("; int8 input shifted to uint8 (+128)" if shifted else "")
     weights = [_weight_record(node, w.dtype.name, w.size, pcw.nbytes,
                               scale_w.nbytes + bias32.nbytes)]
     impl = Impl(name, why, fn, [ctx.value(x_node, "nhwc")], "nhwc", weights, "int8")

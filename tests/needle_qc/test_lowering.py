@@ -71,6 +71,19 @@ def test_kernels_chosen_per_node():
     assert kernels["fc_dq"] == "dequantize"
 
 
+def test_int8_activations_run_the_conv_kernel_shifted_to_uint8():
+    cm = compiled("convnet", dict(STATIC, activation_dtype="int8"), force_int8=True)
+    rows = {r["node"]: r for r in cm.explain().rows if r["op"] == "qconv2d"}
+    assert rows and all(r["kernel"].startswith("conv2d_u8s8") for r in rows.values())
+    assert all("int8 input shifted to uint8" in r["why"] for r in rows.values())
+    x = inputs("convnet", 7)
+    want = node_values(cm.graph, x)
+    got = cm.node_values(x)
+    for name in rows:
+        assert got[name].dtype == np.int8 or got[name].dtype == np.uint8
+        np.testing.assert_array_equal(got[name], want[name], err_msg=f"%{name}")
+
+
 def test_consecutive_qconv2d_stay_nhwc_transposes_only_at_boundaries():
     cm = compiled("convnet", force_int8=True)
     steps = [(s.op, s.node) for s in cm.program.steps]
