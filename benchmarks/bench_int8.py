@@ -24,14 +24,14 @@ GEMM_SHAPES = [
 THREADS = int(os.environ.get("NEEDLE_NUM_THREADS", "2"))
 
 
-def seconds(fn, min_time=0.3, max_reps=3000):
+def seconds(fn, min_time=0.05, max_reps=3000):
     """Best wall time of fn() over enough repetitions to fill about min_time seconds.
 
     The minimum, not the median: on a shared machine, other load only ever adds time. A short
     pause first lets the previous contender's spinning worker threads (OpenMP, ORT, OpenBLAS, ours)
     go to sleep, so no library is timed while another one still holds a core.
     """
-    time.sleep(0.05)
+    time.sleep(0.15)  # OpenBLAS workers spin ~0.1 s after a call, libgomp and ORT less
     fn()
     start = time.perf_counter()
     fn()
@@ -43,6 +43,19 @@ def seconds(fn, min_time=0.3, max_reps=3000):
         fn()
         times.append(time.perf_counter() - start)
     return float(np.min(times))
+
+
+def interleaved(fns, rounds=6):
+    """{name: best seconds} over `rounds` rounds that each time every contender in turn.
+
+    A burst of load from the machine's neighbours then hits every contender alike instead of
+    whichever one happened to be running, so the ratios printed side by side stay comparable.
+    """
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], seconds(fn))
+    return best
 
 
 def optional_torch():
@@ -127,6 +140,8 @@ def ort_qlinear_conv(x_shape, w_nchw, ortmods):
 
 
 def torch_qlinear(torch, engine, x_f, w_f):
+    """A quantized Linear packed for `engine`; its packed weight keeps that engine's kernels,
+    whatever engine is selected later (so contenders can be interleaved)."""
     torch.backends.quantized.engine = engine
     K, N = w_f.shape
     lin = torch.ao.nn.quantized.Linear(K, N)
@@ -148,15 +163,16 @@ def bench_gemm(torch, ortmods):
         pw = q.pack_weight_s8(w)
         mult = np.full(N, 1e-4, np.float32)
         ops = 2.0 * M * N * K
-        res = {"ours": seconds(partial(q.gemm_u8s8_requant, a, 128, pw, None, mult, 128, 0, 255))}
+        fns = {"ours": partial(q.gemm_u8s8_requant, a, 128, pw, None, mult, 128, 0, 255)}
         af, wf = a.astype(np.float32), w.astype(np.float32)
-        res["np"] = seconds(partial(np.matmul, af, wf))
+        fns["np"] = partial(np.matmul, af, wf)
         for engine in ("fbgemm", "qnnpack"):
             if torch is not None:
-                res[engine] = seconds(torch_qlinear(torch, engine, (af - 128) * 0.02, wf * 0.01))
+                fns[engine] = torch_qlinear(torch, engine, (af - 128) * 0.02, wf * 0.01)
         if ortmods is not None:
             sess = ort_qlinear_matmul(M, K, N, w, ortmods)
-            res["ort"] = seconds(partial(sess.run, None, {"a": a}))
+            fns["ort"] = partial(sess.run, None, {"a": a})
+        res = interleaved(fns)
         gops = {k: ops / v / 1e9 for k, v in res.items()}
         best = max(gops.get(k, 0) for k in ("fbgemm", "qnnpack", "ort"))
         cols = " ".join(
@@ -183,17 +199,18 @@ def bench_conv(torch, ortmods):
         x = rng.integers(0, 256, (n, 56, 56, 64)).astype(np.uint8)
         ops = 2.0 * n * 56 * 56 * 64 * 64 * 9
         conv = partial(q.conv2d_u8s8_requant, x, 128, pw, 1, 1, None, mult, 128, 0, 255)
-        res = {"ours": seconds(conv)}
+        fns = {"ours": conv}
         x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         if torch is not None:
             xf = torch.from_numpy(x_nchw.astype(np.float32))
             wf = torch.from_numpy(w_nchw.astype(np.float32))
-            res["f32"] = seconds(partial(torch.nn.functional.conv2d, xf, wf, padding=1))
+            fns["f32"] = partial(torch.nn.functional.conv2d, xf, wf, padding=1)
             for engine in ("fbgemm", "qnnpack"):
-                res[engine] = seconds(torch_qconv(torch, engine, xf, wf))
+                fns[engine] = torch_qconv(torch, engine, xf, wf)
         if ortmods is not None:
             sess = ort_qlinear_conv(x_nchw.shape, w_nchw, ortmods)
-            res["ort"] = seconds(partial(sess.run, None, {"x": x_nchw}))
+            fns["ort"] = partial(sess.run, None, {"x": x_nchw})
+        res = interleaved(fns)
         g = {k: ops / v / 1e9 for k, v in res.items()}
         best = max(g.get(k, 0) for k in ("fbgemm", "qnnpack", "ort"))
         cols = " ".join(
@@ -213,12 +230,15 @@ def bench_stem_conv(torch):
     pw = q.pack_conv_weight_s8(w)
     mult = np.full(16, 1e-3, np.float32)
     conv = partial(q.conv2d_u8s8_requant, x, 128, pw, 1, 1, None, mult, 128, 0, 255)
-    line = f"ours {seconds(conv) * 1e3:7.3f}"
+    fns = {"ours": conv}
     if torch is not None:
         xf = torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32))
         wf = torch.from_numpy(w.transpose(3, 2, 0, 1).astype(np.float32))
-        t = seconds(partial(torch.nn.functional.conv2d, xf, wf, padding=1))
-        line += f" | torch fp32 {t * 1e3:7.3f}"
+        fns["torch"] = partial(torch.nn.functional.conv2d, xf, wf, padding=1)
+    res = interleaved(fns)
+    line = f"ours {res['ours'] * 1e3:7.3f}"
+    if "torch" in res:
+        line += f" | torch fp32 {res['torch'] * 1e3:7.3f}"
     print(line)
 
 
@@ -247,10 +267,13 @@ def bench_weight_only():
     for M in (1, 128):
         x = rng.standard_normal((M, K)).astype(np.float32)
         ops = 2.0 * M * K * N
-        t_np = seconds(partial(np.matmul, x, w))
+        fns = {"np": partial(np.matmul, x, w)}
+        fns.update({name: partial(fn, x, pk) for name, (fn, pk) in packs.items()})
+        res = interleaved(fns)
+        t_np = res["np"]
         line = f"M={M:<4} np fp32 {ops / t_np / 1e9:7.1f}"
-        for name, (fn, pk) in packs.items():
-            t = seconds(partial(fn, x, pk))
+        for name in packs:
+            t = res[name]
             line += f" | {name} {ops / t / 1e9:7.1f} ({t_np / t:4.2f}x np)"
         print(line)
 
@@ -259,11 +282,15 @@ def bench_quantize(torch):
     print("\n== quantize f32 -> u8, 4M elements (Gelem/s), 2 threads ==")
     x = np.random.default_rng(3).standard_normal(1 << 22).astype(np.float32)
     s, z = np.array([0.02], np.float32), np.array([128], np.int32)
-    t_ours = seconds(lambda: q.quantize_f32(x, s, z, 0, "uint8"))
-    line = f"ours {x.size / t_ours / 1e9:6.2f}"
+    fns = {"ours": lambda: q.quantize_f32(x, s, z, 0, "uint8")}
     if torch is not None:
         xt = torch.from_numpy(x)
-        t_t = seconds(lambda: torch.quantize_per_tensor(xt, 0.02, 128, torch.quint8))
+        fns["torch"] = lambda: torch.quantize_per_tensor(xt, 0.02, 128, torch.quint8)
+    res = interleaved(fns)
+    t_ours = res["ours"]
+    line = f"ours {x.size / t_ours / 1e9:6.2f}"
+    if "torch" in res:
+        t_t = res["torch"]
         line += f" | torch.quantize_per_tensor {x.size / t_t / 1e9:6.2f} ({t_t / t_ours:4.2f}x)"
     print(line)
 
