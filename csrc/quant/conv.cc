@@ -81,6 +81,59 @@ static void im2col_row(const uint8_t* x, const ConvGeometry& g, size_t oh, size_
   for (size_t k = K; k < K4; ++k) dst[k] = 0;  // a zero depth adds nothing
 }
 
+// Short kernel rows (KW * C <= 16: few-channel stems) go one output-row segment at a time from
+// zero-point-padded copies of its KH input rows, so each (pixel, kernel row) is one 16-byte move
+// with no bounds checks; per-pixel bookkeeping dominated those tiny copies.
+constexpr size_t kShortRun = 16;
+
+// Pixels ow in [ow0, ow1) of output row oh of image x into consecutive packed rows at dst.
+static void im2col_segment_short(const uint8_t* x, const ConvGeometry& g, size_t oh, size_t ow0,
+                                 size_t ow1, uint8_t x_zp, size_t K4, uint8_t* dst,
+                                 std::vector<uint8_t>& padded) {
+  const size_t C = g.C, KH = g.KH, run = g.KW * C, K = KH * run, sw_bytes = g.sw * C;
+  const size_t row_bytes = g.W * C, pad_bytes = g.pw * C, wp = row_bytes + 2 * pad_bytes;
+  padded.resize(KH * wp + kShortRun);  // slack: the last 16-byte read may pass the last row
+  for (size_t kh = 0; kh < KH; ++kh) {
+    uint8_t* pr = padded.data() + kh * wp;
+    const long ih = long(oh * g.sh + kh) - long(g.ph);
+    if (ih < 0 || ih >= long(g.H)) {
+      std::memset(pr, x_zp, wp);
+      continue;
+    }
+    std::memset(pr, x_zp, pad_bytes);
+    std::memcpy(pr + pad_bytes, x + size_t(ih) * row_bytes, row_bytes);
+    std::memset(pr + pad_bytes + row_bytes, x_zp, pad_bytes);
+  }
+  const uint8_t* src = padded.data();
+  for (size_t ow = ow0; ow < ow1; ++ow, dst += K4) {
+    // Moves spill forward only: into later kernel rows, the depth padding (zeroed next) or the
+    // next packed row (written after this one).
+    for (size_t kh = 0; kh < KH; ++kh) std::memcpy(dst + kh * run, src + kh * wp + ow * sw_bytes,
+                                                   kShortRun);
+    for (size_t k = K; k < K4; ++k) dst[k] = 0;
+  }
+}
+
+// Packed rows for the batched pixels m in [m0, m0 + rows), m = (n * OH + oh) * OW + ow, of the
+// images at x; split into output-row segments so no pixel needs a division.
+static void im2col_rows(const uint8_t* x, const ConvGeometry& g, size_t m0, size_t rows,
+                        uint8_t x_zp, size_t K4, uint8_t* dst, std::vector<uint8_t>& padded) {
+  const size_t rpi = g.OH * g.OW, image_in = g.H * g.W * g.C;
+  const bool short_run = g.KW * g.C <= kShortRun;
+  for (size_t m = m0, end = m0 + rows; m < end;) {
+    const size_t n = m / rpi, pix = m % rpi, oh = pix / g.OW, ow0 = pix % g.OW;
+    const size_t ow1 = std::min(g.OW, ow0 + (end - m));
+    const uint8_t* image = x + n * image_in;
+    if (short_run) {
+      im2col_segment_short(image, g, oh, ow0, ow1, x_zp, K4, dst, padded);
+    } else {
+      for (size_t ow = ow0; ow < ow1; ++ow) im2col_row(image, g, oh, ow, x_zp, dst + (ow - ow0) * K4);
+    }
+    dst += (ow1 - ow0) * K4;
+    m += ow1 - ow0;
+  }
+}
+
 PackedA im2col_pack(const uint8_t* x, const ConvGeometry& g, uint8_t x_zp,
                     const PackANeeds& needs) {
   if (g.is_pointwise()) return pack_a(x, false, g.H * g.W, g.C, needs);
@@ -89,9 +142,8 @@ PackedA im2col_pack(const uint8_t* x, const ConvGeometry& g, uint8_t x_zp,
   p.K = g.KH * g.KW * g.C;
   p.K4 = (p.K + 3) / 4 * 4;
   p.u8_storage.assign(p.M * p.K4 + kIm2colSlack, 0);
-  for (size_t oh = 0; oh < g.OH; ++oh)
-    for (size_t ow = 0; ow < g.OW; ++ow)
-      im2col_row(x, g, oh, ow, x_zp, p.u8_storage.data() + (oh * g.OW + ow) * p.K4);
+  std::vector<uint8_t> padded;
+  im2col_rows(x, g, 0, p.M, x_zp, p.K4, p.u8_storage.data(), padded);
   p.u8 = p.u8_storage.data();
   complete_packed_a(p, needs);
   return p;
@@ -119,18 +171,14 @@ struct ConvJob {
 
 // Rows [m0, m0 + rows) of the batched LHS (m = (n * OH + oh) * OW + ow) into `a`: the input
 // itself for a pointwise conv whose rows need no padding, else im2col into a's storage.
-void fill_rows(const ConvJob& job, size_t m0, size_t rows, PackedA& a) {
+void fill_rows(const ConvJob& job, size_t m0, size_t rows, PackedA& a,
+               std::vector<uint8_t>& padded) {
   const ConvGeometry& g = job.g;
   a.M = rows;
   if (g.is_pointwise() && a.K4 == a.K) {
     a.u8 = job.x + m0 * g.C;  // NHWC pixels are already the rows, batch after batch
   } else {
-    const size_t rpi = job.rows_per_image(), image_in = g.H * g.W * g.C;
-    for (size_t r = 0; r < rows; ++r) {
-      const size_t m = m0 + r, n = m / rpi, pix = m % rpi;
-      im2col_row(job.x + n * image_in, g, pix / g.OW, pix % g.OW, job.x_zp,
-                 a.u8_storage.data() + r * a.K4);
-    }
+    im2col_rows(job.x, g, m0, rows, job.x_zp, a.K4, a.u8_storage.data(), padded);
     a.u8 = a.u8_storage.data();
   }
   complete_packed_a(a, job.needs);
@@ -142,9 +190,10 @@ void conv_blocks(const ConvJob& job, size_t M, size_t b, size_t e) {
   a.K = job.w.gemm.K;
   a.K4 = job.w.gemm.K4;
   a.u8_storage.assign(job.block_rows * a.K4 + kIm2colSlack, 0);
+  std::vector<uint8_t> padded;  // im2col_segment_short's scratch, reused
   for (size_t blk = b; blk < e; ++blk) {
     const size_t m0 = blk * job.block_rows, rows = std::min(job.block_rows, M - m0);
-    fill_rows(job, m0, rows, a);
+    fill_rows(job, m0, rows, a, padded);
     OutputParams p = job.p;  // row-indexed parameters start at this block's first row
     if (p.row_scale) p.row_scale += m0;
     if (p.a_zp_per_row) p.a_zp += m0;

@@ -353,6 +353,9 @@ BLOCKED_CONVS = [  # several ~64 KiB row blocks, straddling image boundaries
     (2, 30, 31, 64, 1, 1, 40, 1, 0),  # pointwise, rows read in place
     (2, 40, 40, 30, 1, 1, 20, 1, 0),  # pointwise with K % 4 != 0: rows copied and padded
     (1, 4, 4, 64, 3, 3, 64, 1, 1),    # one block, 4 panels: the column split
+    (9, 28, 28, 1, 3, 3, 16, 1, 1),   # the MNIST stem: short runs, 2 blocks across 9 images
+    (3, 17, 15, 2, 3, 3, 5, 2, 1),    # short runs, stride 2, output rows split across images
+    (2, 9, 10, 5, 3, 2, 6, (1, 2), (2, 1)),  # short runs, uneven kernel, stride and padding
 ]
 
 
