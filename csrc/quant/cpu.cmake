@@ -7,7 +7,7 @@ set(QUANT_PORTABLE_SOURCES
   bind_module.cc bind_quantize.cc bind_gemm.cc bind_gemm_defs.cc bind_conv.cc
   bind_weight_only.cc bind_naive.cc weight_int8.cc bind_weight_int8.cc)
 set(QUANT_AVX2_SOURCES ukernel_avx2.cc quantize_avx2.cc weight_only_avx2.cc output_stage_avx2.cc
-  weight_int8_avx2.cc)
+  weight_int8_avx2.cc weight_fma_avx2.cc)
 set(QUANT_AVX512_SOURCES ukernel_avx512vnni.cc quantize_avx512.cc output_stage_avx512.cc)
 list(TRANSFORM QUANT_PORTABLE_SOURCES PREPEND ${QUANT_DIR}/)
 list(TRANSFORM QUANT_AVX2_SOURCES PREPEND ${QUANT_DIR}/)

@@ -217,6 +217,14 @@ void lowbit_panel_scalar(size_t mr, const float* x, size_t ldx, const PackedWeig
                          size_t panel, float* y);
 void lowbit_panel_avx2(size_t mr, const float* x, size_t ldx, const PackedWeightLowBit& w,
                        size_t panel, float* y);
+// k-rows [k0, k0 + kc) of one panel decoded into tile[kc][16] (the panel kernel's decode).
+void lowbit_decode_block_avx2(const PackedWeightLowBit& w, size_t panel, size_t k0, size_t kc,
+                              float* tile);
+// acc[r][0..16) (row stride ld) = (first ? 0 : acc) + Σ_k x[k * kFmaRows + r] * tile[k][0..16),
+// one FMA per k in order: the same per-element sequence as the panel kernels, so the same bits.
+constexpr size_t kFmaRows = 6;
+void fma_rows_x16_avx2(size_t mr, const float* x, const float* tile, size_t kc, float* acc,
+                       size_t ld, bool first);
 
 }  // namespace needle_qc
 

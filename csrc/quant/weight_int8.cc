@@ -65,6 +65,8 @@ void gemm_f32_wint8(const float* x, size_t M, const PackedWeightInt8& w, const f
                     Isa isa, float* y) {
   auto panel_fn = wint8_panel_scalar;
 #if defined(NEEDLE_QC_X86)
+  if (isa != Isa::scalar && M >= kBlockedMinRows)
+    return run_weight_blocked(wint8_decode_block_avx2, fma_rows_x16_avx2, x, M, w, bias, y);
   if (isa != Isa::scalar) panel_fn = wint8_panel_avx2;
 #endif
   run_weight_panels<kWint8MaxMR>(panel_fn, x, M, w, bias, y);

@@ -40,6 +40,9 @@ void wint8_panel_scalar(size_t mr, const float* x, size_t ldx, const PackedWeigh
                         size_t panel, float* y);
 void wint8_panel_avx2(size_t mr, const float* x, size_t ldx, const PackedWeightInt8& w,
                       size_t panel, float* y);
+// k-rows [k0, k0 + kc) of one panel decoded into tile[kc][16] (the panel kernel's decode).
+void wint8_decode_block_avx2(const PackedWeightInt8& w, size_t panel, size_t k0, size_t kc,
+                             float* tile);
 
 void gemm_f32_wint8(const float* x, size_t M, const PackedWeightInt8& w, const float* bias,
                     Isa isa, float* y);

@@ -28,23 +28,26 @@ inline Row16 decode(const uint8_t* b, const float* s, const int32_t* z) {
 
 template <size_t MR, bool Unsigned, bool HasZp>
 void panel_tile(const float* x, size_t ldx, const PackedWeightInt8& w, size_t panel, float* y) {
-  __m256 acc[MR][2];
-  for (size_t r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  // Separate, fully unrolled accumulator arrays stay in registers (GCC spilled a nested array).
+  __m256 acc0[MR], acc1[MR];
+#pragma GCC unroll 8
+  for (size_t r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
   const uint8_t* b = w.data.data() + panel * w.K * kPanelWidth;
   const size_t meta = panel * w.groups * kPanelWidth;
   for (size_t k = 0; k < w.K; ++k) {
     const size_t at = meta + (w.group_size == 0 ? 0 : k / w.group_size) * kPanelWidth;
     const Row16 d = decode<Unsigned, HasZp>(b + k * kPanelWidth, w.scales.data() + at,
                                             HasZp ? w.zero_point.data() + at : nullptr);
+#pragma GCC unroll 8
     for (size_t r = 0; r < MR; ++r) {
       const __m256 xb = _mm256_broadcast_ss(x + r * ldx + k);
-      acc[r][0] = _mm256_fmadd_ps(xb, d.lo, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(xb, d.hi, acc[r][1]);
+      acc0[r] = _mm256_fmadd_ps(xb, d.lo, acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(xb, d.hi, acc1[r]);
     }
   }
   for (size_t r = 0; r < MR; ++r) {
-    _mm256_storeu_ps(y + r * kPanelWidth, acc[r][0]);
-    _mm256_storeu_ps(y + r * kPanelWidth + 8, acc[r][1]);
+    _mm256_storeu_ps(y + r * kPanelWidth, acc0[r]);
+    _mm256_storeu_ps(y + r * kPanelWidth + 8, acc1[r]);
   }
 }
 
@@ -61,7 +64,30 @@ void panel_any_mr(size_t mr, const float* x, size_t ldx, const PackedWeightInt8&
   }
 }
 
+template <bool Unsigned, bool HasZp>
+void decode_block(const PackedWeightInt8& w, size_t panel, size_t k0, size_t kc, float* tile) {
+  const uint8_t* b = w.data.data() + panel * w.K * kPanelWidth;
+  const size_t meta = panel * w.groups * kPanelWidth;
+  for (size_t k = k0; k < k0 + kc; ++k, tile += kPanelWidth) {
+    const size_t at = meta + (w.group_size == 0 ? 0 : k / w.group_size) * kPanelWidth;
+    const Row16 d = decode<Unsigned, HasZp>(b + k * kPanelWidth, w.scales.data() + at,
+                                            HasZp ? w.zero_point.data() + at : nullptr);
+    _mm256_store_ps(tile, d.lo);
+    _mm256_store_ps(tile + 8, d.hi);
+  }
+}
+
 }  // namespace
+
+void wint8_decode_block_avx2(const PackedWeightInt8& w, size_t panel, size_t k0, size_t kc,
+                             float* tile) {
+  if (w.is_unsigned) {
+    if (w.has_zero_point()) return decode_block<true, true>(w, panel, k0, kc, tile);
+    return decode_block<true, false>(w, panel, k0, kc, tile);
+  }
+  if (w.has_zero_point()) return decode_block<false, true>(w, panel, k0, kc, tile);
+  return decode_block<false, false>(w, panel, k0, kc, tile);
+}
 
 void wint8_panel_avx2(size_t mr, const float* x, size_t ldx, const PackedWeightInt8& w,
                       size_t panel, float* y) {

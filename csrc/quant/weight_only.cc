@@ -2,7 +2,8 @@
 //
 // y[m, n] = Σ_k x[m, k] * dec(w)[k, n] (+ bias[n]) with fp32 accumulation, where dec is the
 // half -> fp32 conversion or q * scale[k / group_size, n] for int4. Weights are decoded inside the
-// microkernel, one 16-column k-row at a time, so no fp32 copy of W ever exists.
+// microkernel, one 16-column k-row at a time (few rows), or 256 k-rows of one panel at a time into
+// a 16 KiB tile reused by up to 192 rows (weight_panels.h); no fp32 copy of W ever exists.
 #include <algorithm>
 #include <cmath>
 
@@ -93,6 +94,8 @@ void gemm_f32_lowbit(const float* x, size_t M, const PackedWeightLowBit& w, cons
                      Isa isa, float* y) {
   auto panel_fn = lowbit_panel_scalar;
 #if defined(NEEDLE_QC_X86)
+  if (isa != Isa::scalar && M >= kBlockedMinRows)
+    return run_weight_blocked(lowbit_decode_block_avx2, fma_rows_x16_avx2, x, M, w, bias, y);
   if (isa != Isa::scalar) panel_fn = lowbit_panel_avx2;
 #endif
   run_weight_panels<4>(panel_fn, x, M, w, bias, y);

@@ -37,8 +37,10 @@ inline Decoded decode_int4(const uint8_t* b, const float* s) {
 
 template <size_t MR, WeightFormat F>
 void panel_tile(const float* x, size_t ldx, const PackedWeightLowBit& w, size_t panel, float* y) {
-  __m256 acc[MR][2];
-  for (size_t r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  // Separate, fully unrolled accumulator arrays stay in registers (GCC spilled a nested array).
+  __m256 acc0[MR], acc1[MR];
+#pragma GCC unroll 8
+  for (size_t r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
   for (size_t k = 0; k < w.K; ++k) {
     Decoded d;
     if constexpr (F == WeightFormat::int4) {
@@ -49,15 +51,16 @@ void panel_tile(const float* x, size_t ldx, const PackedWeightLowBit& w, size_t 
     } else {
       d = decode_bf16(w.half.data() + (panel * w.K + k) * kPanelWidth);
     }
+#pragma GCC unroll 8
     for (size_t r = 0; r < MR; ++r) {
       __m256 xb = _mm256_broadcast_ss(x + r * ldx + k);
-      acc[r][0] = _mm256_fmadd_ps(xb, d.lo, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(xb, d.hi, acc[r][1]);
+      acc0[r] = _mm256_fmadd_ps(xb, d.lo, acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(xb, d.hi, acc1[r]);
     }
   }
   for (size_t r = 0; r < MR; ++r) {
-    _mm256_storeu_ps(y + r * kPanelWidth, acc[r][0]);
-    _mm256_storeu_ps(y + r * kPanelWidth + 8, acc[r][1]);
+    _mm256_storeu_ps(y + r * kPanelWidth, acc0[r]);
+    _mm256_storeu_ps(y + r * kPanelWidth + 8, acc1[r]);
   }
 }
 
@@ -68,7 +71,33 @@ void panel_any_mr(size_t mr, const float* x, size_t ldx, const PackedWeightLowBi
   for (size_t r = 0; r < mr; ++r) panel_tile<1, F>(x + r * ldx, ldx, w, panel, y + r * kPanelWidth);
 }
 
+template <WeightFormat F>
+void decode_block(const PackedWeightLowBit& w, size_t panel, size_t k0, size_t kc, float* tile) {
+  for (size_t k = k0; k < k0 + kc; ++k, tile += kPanelWidth) {
+    Decoded d;
+    if constexpr (F == WeightFormat::int4) {
+      d = decode_int4(w.nibbles.data() + (panel * w.K + k) * (kPanelWidth / 2),
+                      w.scales.data() + (panel * w.groups + k / w.group_size) * kPanelWidth);
+    } else if constexpr (F == WeightFormat::f16) {
+      d = decode_f16(w.half.data() + (panel * w.K + k) * kPanelWidth);
+    } else {
+      d = decode_bf16(w.half.data() + (panel * w.K + k) * kPanelWidth);
+    }
+    _mm256_store_ps(tile, d.lo);
+    _mm256_store_ps(tile + 8, d.hi);
+  }
+}
+
 }  // namespace
+
+void lowbit_decode_block_avx2(const PackedWeightLowBit& w, size_t panel, size_t k0, size_t kc,
+                              float* tile) {
+  switch (w.format) {
+    case WeightFormat::f16: return decode_block<WeightFormat::f16>(w, panel, k0, kc, tile);
+    case WeightFormat::bf16: return decode_block<WeightFormat::bf16>(w, panel, k0, kc, tile);
+    default: return decode_block<WeightFormat::int4>(w, panel, k0, kc, tile);
+  }
+}
 
 void lowbit_panel_avx2(size_t mr, const float* x, size_t ldx, const PackedWeightLowBit& w,
                        size_t panel, float* y) {

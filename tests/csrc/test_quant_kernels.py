@@ -418,6 +418,27 @@ def test_weight_only_gemm_matches_naive(isa, fmt, M, K, N):
     assert (np.abs(got - expect) <= tol).all()
 
 
+@pytest.mark.parametrize("fmt", ["f16", "bf16", "int4"])
+@pytest.mark.parametrize("M,K,N", [(8, 300, 40), (13, 513, 17), (200, 257, 33), (385, 70, 16)])
+def test_weight_only_blocked_rows_are_bit_identical_to_row_by_row(isa, fmt, M, K, N):
+    """Many rows take the blocked driver (a decoded 256-deep tile reused by 192 rows), one row
+    the panel kernel: every output gets the same FMA sequence, so the same bits."""
+    r = rng(M, K, N, 31)
+    x = r.standard_normal((M, K)).astype(np.float32)
+    bias = r.standard_normal(N).astype(np.float32)
+    if fmt == "int4":
+        wq = r.integers(-8, 8, (K, N)).astype(np.int8)
+        scales = r.uniform(0.01, 0.1, (-(-K // 96), N)).astype(np.float32)  # groups straddle k-blocks
+        kernel, packed = q.gemm_f32_wint4, q.pack_weight_int4(wq, scales, 96)
+    else:
+        w = r.standard_normal((K, N)).astype(np.float32)
+        kernel = q.gemm_f32_wf16 if fmt == "f16" else q.gemm_f32_wbf16
+        packed = (q.pack_weight_f16 if fmt == "f16" else q.pack_weight_bf16)(w)
+    got = kernel(x, packed, bias)
+    rows = np.concatenate([kernel(x[m:m + 1], packed, bias) for m in range(M)])
+    np.testing.assert_array_equal(got, rows)
+
+
 # --- bad input -----------------------------------------------------------------------------------
 
 

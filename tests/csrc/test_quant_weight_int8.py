@@ -62,6 +62,27 @@ def test_matches_naive_exactly_and_float64_within_rounding(isa, M, K, N, unsigne
     assert (np.abs(got - exact) <= tol).all()
 
 
+# Many rows take the blocked driver (a 256-deep tile decoded once per 192 rows); few rows the panel
+# kernels. Shapes cross k-blocks (K > 256, groups straddling them), row blocks (M > 192) and the
+# partial last panel.
+BLOCKED = [(8, 300, 40), (13, 513, 17), (200, 257, 33), (385, 70, 16)]
+
+
+@pytest.mark.parametrize("M,K,N", BLOCKED)
+@pytest.mark.parametrize("unsigned,group_size,with_zp", [(False, 0, False), (True, 96, True)])
+def test_blocked_rows_are_bit_identical_to_row_by_row(isa, M, K, N, unsigned, group_size,
+                                                      with_zp):
+    r = rng(M, K, N, 77)
+    wq, scales, zp = weights(r, K, N, unsigned, group_size, with_zp)
+    x = r.standard_normal((M, K)).astype(np.float32)
+    bias = r.standard_normal(N).astype(np.float32)
+    packed = q.pack_weight_int8(wq, scales, zp, group_size)
+    got = q.gemm_f32_wint8(x, packed, bias)
+    rows = np.concatenate([q.gemm_f32_wint8(x[m:m + 1], packed, bias) for m in range(M)])
+    np.testing.assert_array_equal(got, rows)
+    np.testing.assert_array_equal(got, q.gemm_f32_wint8_naive(x, wq, scales, zp, group_size, bias))
+
+
 def test_without_bias_and_with_all_zero_zero_points_matches_no_zero_points(isa):
     r = rng(1)
     wq, scales, _ = weights(r, 40, 19, True, 0, False)
