@@ -8,7 +8,7 @@ from needle_qc.compile import compile
 from needle_qc.ir import Graph
 from needle_qc.quantize import QConfig
 from needle_qc.quantize.api import quantize_pass
-from tests.needle_qc.quantize.qpass_models import batches, convnet, mlp, node_values
+from tests.needle_qc.quantize.qpass_models import batches, build, convnet, mlp, node_values
 
 pytest.importorskip("needle_qc._quant_cpu", reason="native module not built (make native)")
 
@@ -82,6 +82,34 @@ def test_int8_activations_run_the_conv_kernel_shifted_to_uint8():
     for name in rows:
         assert got[name].dtype == np.int8 or got[name].dtype == np.uint8
         np.testing.assert_array_equal(got[name], want[name], err_msg=f"%{name}")
+
+
+RESIDUAL = """\
+%x = placeholder() : f32[N,4]
+%fc1.weight = param() {tensor="fc1.weight"} : f32[4,4]
+%fc1.bias = param() {tensor="fc1.bias"} : f32[4]
+%fc1 = linear(%x, %fc1.weight, %fc1.bias) : f32[N,4]
+%add = add(%fc1, %x) : f32[N,4]
+%relu = relu(%add) : f32[N,4]
+%fc2.weight = param() {tensor="fc2.weight"} : f32[4,3]
+%fc2.bias = param() {tensor="fc2.bias"} : f32[3]
+%fc2 = linear(%relu, %fc2.weight, %fc2.bias) : f32[N,3]
+return %fc2"""
+
+
+@pytest.mark.parametrize("act", ["uint8", "int8"])
+def test_qadd_runs_on_the_quantize_kernels_bit_for_bit(act):
+    cfg = QConfig(**dict(STATIC, activation_dtype=act))
+    prepared = quantize_pass(build(RESIDUAL, seed=3), cfg)
+    cm = compile(prepared, calibration=batches((5, 4)), force_int8=True)
+    kernels = {r["node"]: r["kernel"] for r in cm.explain().rows}
+    qadds = [n.name for n in cm.graph.nodes if n.op == "qadd"]
+    assert qadds and all(kernels[n].startswith("qadd (dequantize + add") for n in qadds)
+    x = batches((9, 4), 1, seed=4)[0] * 3  # beyond the calibrated range: clamping too
+    want, got = node_values(cm.graph, x), cm.node_values(x)
+    for name in qadds:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=f"%{name}")
+    np.testing.assert_array_equal(cm(x), cm.graph(x).numpy())
 
 
 def test_consecutive_qconv2d_stay_nhwc_transposes_only_at_boundaries():
