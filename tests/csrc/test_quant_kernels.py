@@ -428,7 +428,8 @@ def test_weight_only_blocked_rows_are_bit_identical_to_row_by_row(isa, fmt, M, K
     bias = r.standard_normal(N).astype(np.float32)
     if fmt == "int4":
         wq = r.integers(-8, 8, (K, N)).astype(np.int8)
-        scales = r.uniform(0.01, 0.1, (-(-K // 96), N)).astype(np.float32)  # groups straddle k-blocks
+        # groups of 96 straddle the 256-deep k-blocks
+        scales = r.uniform(0.01, 0.1, (-(-K // 96), N)).astype(np.float32)
         kernel, packed = q.gemm_f32_wint4, q.pack_weight_int4(wq, scales, 96)
     else:
         w = r.standard_normal((K, N)).astype(np.float32)
