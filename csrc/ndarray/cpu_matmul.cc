@@ -56,29 +56,50 @@ void retile(const float* src, float* dst, int64_t rows, int64_t cols, bool to_ti
   }
 }
 
-void half_matmul(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p) {
+// Element offsets of one product inside a, b and out (a batch item; all zero for matmul).
+struct Offsets {
+  int64_t a = 0, b = 0, out = 0;
+};
+
+void half_matmul(const Array& a, const Array& b, Array& out, const Offsets& at, int64_t m,
+                 int64_t n, int64_t p) {
   std::vector<float> af(static_cast<size_t>(m * n)), bf(static_cast<size_t>(n * p));
   std::vector<float> cf(static_cast<size_t>(m * p));
-  load_as_float(a, 0, m * n, af.data());
-  load_as_float(b, 0, n * p, bf.data());
+  load_as_float(a, at.a, m * n, af.data());
+  load_as_float(b, at.b, n * p, bf.data());
   sgemm(m, p, n, af.data(), bf.data(), cf.data());
-  store_from_float(cf.data(), out, 0, m * p);
+  store_from_float(cf.data(), out, at.out, m * p);
+}
+
+void matmul_at(const Array& a, const Array& b, Array& out, const Offsets& at, int64_t m,
+               int64_t n, int64_t p) {
+  switch (a.dtype) {
+    case DType::kFloat32:
+      return sgemm(m, p, n, a.as<float>() + at.a, b.as<float>() + at.b, out.as<float>() + at.out);
+    case DType::kFloat16:
+    case DType::kBFloat16: return half_matmul(a, b, out, at, m, n, p);
+    case DType::kInt8:
+      return int_gemm(a.as<int8_t>() + at.a, b.as<int8_t>() + at.b, out.as<int32_t>() + at.out, m,
+                      n, p);
+    case DType::kUInt8:
+      return int_gemm(a.as<uint8_t>() + at.a, b.as<uint8_t>() + at.b,
+                      out.as<int32_t>() + at.out, m, n, p);
+    case DType::kInt32:
+      return int_gemm(a.as<int32_t>() + at.a, b.as<int32_t>() + at.b,
+                      out.as<int32_t>() + at.out, m, n, p);
+  }
 }
 
 }  // namespace
 
 void matmul(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p) {
-  switch (a.dtype) {
-    case DType::kFloat32: return sgemm(m, p, n, a.as<float>(), b.as<float>(), out.as<float>());
-    case DType::kFloat16:
-    case DType::kBFloat16: return half_matmul(a, b, out, m, n, p);
-    case DType::kInt8:
-      return int_gemm(a.as<int8_t>(), b.as<int8_t>(), out.as<int32_t>(), m, n, p);
-    case DType::kUInt8:
-      return int_gemm(a.as<uint8_t>(), b.as<uint8_t>(), out.as<int32_t>(), m, n, p);
-    case DType::kInt32:
-      return int_gemm(a.as<int32_t>(), b.as<int32_t>(), out.as<int32_t>(), m, n, p);
-  }
+  matmul_at(a, b, out, Offsets{}, m, n, p);
+}
+
+void matmul_batched(const Array& a, const Array& b, Array& out, int64_t count, int64_t m,
+                    int64_t n, int64_t p) {
+  for (int64_t i = 0; i < count; ++i)
+    matmul_at(a, b, out, Offsets{i * m * n, i * n * p, i * m * p}, m, n, p);
 }
 
 void matmul_tiled(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p) {

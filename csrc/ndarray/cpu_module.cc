@@ -169,16 +169,16 @@ void bind_ewise(py::module_& m) {
 }
 
 void check_matmul(const char* op, const Array& a, const Array& b, const Array& out, int64_t m,
-                  int64_t n, int64_t p) {
-  require(m >= 0 && n >= 0 && p >= 0, op, "negative dimension");
+                  int64_t n, int64_t p, int64_t count = 1) {
+  require(m >= 0 && n >= 0 && p >= 0 && count >= 0, op, "negative dimension");
   same_dtype(op, a, b);
   const bool is_int = !dtype_is_float(a.dtype);
   require(out.dtype == (is_int ? DType::kInt32 : a.dtype), op,
           std::string("out dtype must be ") + (is_int ? "int32" : dtype_name(a.dtype)) +
               ", got " + dtype_name(out.dtype));
-  min_size(op, "a", a, m * n);
-  min_size(op, "b", b, n * p);
-  min_size(op, "out", out, m * p);
+  min_size(op, "a", a, count * m * n);
+  min_size(op, "b", b, count * n * p);
+  min_size(op, "out", out, count * m * p);
 }
 
 void bind_matmul_reduce(py::module_& m) {
@@ -187,6 +187,12 @@ void bind_matmul_reduce(py::module_& m) {
     check_matmul("matmul", a, b, out, mm, n, p);
     py::gil_scoped_release nogil;
     matmul(a, b, out, mm, n, p);
+  });
+  m.def("matmul_batched", [](const Array& a, const Array& b, Array& out, int64_t count,
+                             int64_t mm, int64_t n, int64_t p) {
+    check_matmul("matmul_batched", a, b, out, mm, n, p, count);
+    py::gil_scoped_release nogil;
+    matmul_batched(a, b, out, count, mm, n, p);
   });
   m.def("matmul_tiled", [](const Array& a, const Array& b, Array& out, int64_t mm, int64_t n,
                            int64_t p) {

@@ -220,6 +220,18 @@ def matmul(a, b, out, m, n, p):
     _store(out, _values(a)[: m * n].reshape(m, n) @ _values(b)[: n * p].reshape(n, p))
 
 
+def matmul_batched(a, b, out, count, m, n, p):
+    """``count`` products a[i] (m x n) @ b[i] (n x p) -> out[i]; dtypes as :func:`matmul`."""
+    if dtype_info(a.dtype).is_int:
+        a3, b3 = a.array[: count * m * n], b.array[: count * n * p]
+        parts = [_int_matmul(a3[i * m * n:(i + 1) * m * n], b3[i * n * p:(i + 1) * n * p], m, n, p)
+                 for i in range(count)]
+        flat = np.concatenate([x.reshape(-1) for x in parts]) if parts else np.zeros(0)
+        return _wrap_int(flat, out)
+    a3 = _values(a)[: count * m * n].reshape(count, m, n)
+    _store(out, np.matmul(a3, _values(b)[: count * n * p].reshape(count, n, p)))
+
+
 def _int_matmul(a, b, m, n, p):
     a, b = a.reshape(m, n), b.reshape(n, p)
     # float64 BLAS is exact while every partial sum stays below 2**53 (true for 8-bit inputs).

@@ -364,6 +364,26 @@ def test_matmul_every_dtype(be, ref, dtype):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_batched_is_matmul_item_by_item(be, dtype):
+    """The optional batched entry: the same bits as one matmul per item, in either backend."""
+    if not hasattr(be, "matmul_batched"):
+        pytest.skip(f"{be.__name__} has no matmul_batched (NDArray loops over matmul)")
+    count, m, n, p = 5, 6, 19, 9
+    a = sample(dtype, count * m * n, seed=12, special=False)
+    b = sample(dtype, count * n * p, seed=13, special=False)
+    out_dtype = "int32" if dtype in INTS else dtype
+    out = be.Array(count * m * p, dtype=out_dtype)
+    be.matmul_batched(make(be, a, dtype), make(be, b, dtype), out, count, m, n, p)
+    items = []
+    for i in range(count):
+        part = be.Array(m * p, dtype=out_dtype)
+        be.matmul(make(be, a[i * m * n:(i + 1) * m * n], dtype),
+                  make(be, b[i * n * p:(i + 1) * n * p], dtype), part, m, n, p)
+        items.append(read(be, part))
+    assert_bits_equal(read(be, out), np.concatenate(items), out_dtype)
+
+
 def test_matmul_tiled_matches_plain(be):
     if not hasattr(be, "matmul_tiled"):
         pytest.skip(f"{be.__name__} has no matmul_tiled")
