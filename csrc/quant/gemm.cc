@@ -115,6 +115,50 @@ static void gemm_panels(const GemmJob& job, size_t p_begin, size_t p_end) {
   }
 }
 
+// VNNI with several row tiles per block: the depth is split into blocks so the weight block of
+// one panel group (2 panels x 512 deep = 16 KiB) stays in L1 while every row tile of the block
+// runs over it; the raw sums of all row tiles wait in `c` until the last depth block, then go
+// through the output stage. Integer sums wrap, so the split changes no bit.
+constexpr size_t kDepthBlock = 512;
+constexpr size_t kTilesPerBlock = (kRowBlock + kMaxMR - 1) / kMaxMR;
+
+static void gemm_panels_depth_blocked(const GemmJob& job, size_t p_begin, size_t p_end) {
+  alignas(64) int32_t c[kTilesPerBlock * kMaxPanelsPerTile * kTileStride];
+  alignas(64) int32_t acc[kMaxMR * kPanelWidth];
+  const size_t M = job.a.M, K4 = job.a.K4, MR = job.shape.MR, NP = job.shape.NP;
+  const size_t stride = panel_stride(job.w);
+  constexpr size_t kTileInts = kMaxPanelsPerTile * kTileStride;
+  // Equal blocks of at most kDepthBlock (576 -> 2 x 288, not 512 + 64), whole k-quads.
+  const size_t blocks = (K4 + kDepthBlock - 1) / kDepthBlock;
+  const size_t depth = ((K4 + blocks - 1) / blocks + 3) / 4 * 4;
+  for (size_t mb = 0; mb < M; mb += kRowBlock) {
+    const size_t m_end = std::min(M, mb + kRowBlock);
+    for (size_t panel = p_begin; panel < p_end; panel += NP) {
+      const size_t np = std::min(NP, p_end - panel);
+      for (size_t k0 = 0; k0 < K4; k0 += depth) {
+        const size_t kc = std::min(depth, K4 - k0);
+        for (size_t m0 = mb, t = 0; m0 < m_end; m0 += MR, ++t)
+          ukernel_u8s8_avx512vnni_panels(std::min(MR, m_end - m0), np, kc,
+                                         job.a.u8 + m0 * K4 + k0, K4,
+                                         job.w.panel(panel) + k0 * kPanelWidth, stride,
+                                         c + t * kTileInts, k0 > 0);
+      }
+      for (size_t m0 = mb, t = 0; m0 < m_end; m0 += MR, ++t)
+        for (size_t p = 0; p < np; ++p)
+          output_panel(job, c + t * kTileInts + p * kTileStride, std::min(MR, m_end - m0), m0,
+                       panel + p, acc);
+    }
+  }
+}
+
+static void run_panels(const GemmJob& job, size_t p_begin, size_t p_end) {
+#if defined(NEEDLE_QC_X86)
+  if (job.isa == Isa::avx512vnni && job.a.M > job.shape.MR && job.a.K4 > kDepthBlock)
+    return gemm_panels_depth_blocked(job, p_begin, p_end);
+#endif
+  gemm_panels(job, p_begin, p_end);
+}
+
 static GemmJob make_job(const PackedA& a, const PackedWeightS8& w, Isa isa,
                         const GemmOptions& opt, OutputKind kind, const OutputParams& p,
                         void* out) {
@@ -125,7 +169,7 @@ static GemmJob make_job(const PackedA& a, const PackedWeightS8& w, Isa isa,
 void gemm_u8s8_on_caller(const PackedA& a, const PackedWeightS8& w, Isa isa,
                          const GemmOptions& opt, OutputKind kind, const OutputParams& p,
                          void* out) {
-  gemm_panels(make_job(a, w, isa, opt, kind, p, out), 0, w.panels);
+  run_panels(make_job(a, w, isa, opt, kind, p, out), 0, w.panels);
 }
 
 void gemm_u8s8(const PackedA& a, const PackedWeightS8& w, Isa isa, const GemmOptions& opt,
@@ -135,7 +179,7 @@ void gemm_u8s8(const PackedA& a, const PackedWeightS8& w, Isa isa, const GemmOpt
   const size_t macs_per_panel = std::max<size_t>(1, a.M * a.K4 * kPanelWidth);
   const size_t min_panels = std::max<size_t>(1, (size_t{1} << 20) / macs_per_panel);
   parallel_for(w.panels, min_panels,
-               [&](size_t begin, size_t end) { gemm_panels(job, begin, end); });
+               [&](size_t begin, size_t end) { run_panels(job, begin, end); });
 }
 
 }  // namespace needle_qc

@@ -13,9 +13,11 @@
 namespace needle_qc {
 
 template <size_t MR>
-static void vnni_tile(size_t K4, const uint8_t* a, size_t lda, const int8_t* w, int32_t* c) {
+static void vnni_tile(size_t K4, const uint8_t* a, size_t lda, const int8_t* w, int32_t* c,
+                      bool accumulate = false) {
   __m512i acc[MR];
-  for (size_t r = 0; r < MR; ++r) acc[r] = _mm512_setzero_si512();
+  for (size_t r = 0; r < MR; ++r)
+    acc[r] = accumulate ? _mm512_loadu_si512(c + r * kPanelWidth) : _mm512_setzero_si512();
   for (size_t kq = 0; kq < K4 / 4; ++kq) {
     __m512i wv = _mm512_loadu_si512(w + kq * 4 * kPanelWidth);
     for (size_t r = 0; r < MR; ++r) {
@@ -27,14 +29,20 @@ static void vnni_tile(size_t K4, const uint8_t* a, size_t lda, const int8_t* w, 
   for (size_t r = 0; r < MR; ++r) _mm512_storeu_si512(c + r * kPanelWidth, acc[r]);
 }
 
-void ukernel_u8s8_avx512vnni(size_t mr, size_t K4, const uint8_t* a, size_t lda, const int8_t* w,
-                             int32_t* c) {
+static void vnni_tile_any(size_t mr, size_t K4, const uint8_t* a, size_t lda, const int8_t* w,
+                          int32_t* c, bool accumulate) {
   switch (mr) {
-    case 8: return vnni_tile<8>(K4, a, lda, w, c);
-    case 4: return vnni_tile<4>(K4, a, lda, w, c);
+    case 8: return vnni_tile<8>(K4, a, lda, w, c, accumulate);
+    case 4: return vnni_tile<4>(K4, a, lda, w, c, accumulate);
     default: break;
   }
-  for (size_t r = 0; r < mr; ++r) vnni_tile<1>(K4, a + r * lda, lda, w, c + r * kPanelWidth);
+  for (size_t r = 0; r < mr; ++r)
+    vnni_tile<1>(K4, a + r * lda, lda, w, c + r * kPanelWidth, accumulate);
+}
+
+void ukernel_u8s8_avx512vnni(size_t mr, size_t K4, const uint8_t* a, size_t lda, const int8_t* w,
+                             int32_t* c) {
+  vnni_tile_any(mr, K4, a, lda, w, c, false);
 }
 
 // One depth quad kq of MR rows x NP panels into acc[r][p].
@@ -53,14 +61,18 @@ static inline void vnni_step(size_t kq, const uint8_t* a, size_t lda, const int8
 }
 
 // c[p * kTileStride + r * 16 + j]: one MR x 16 tile per panel.
+// accumulate: start from the sums already in c (the depth blocks after the first).
 template <size_t MR, size_t NP>
 static void vnni_multi(size_t K4, const uint8_t* a, size_t lda, const int8_t* w,
-                       size_t panel_stride, int32_t* c) {
+                       size_t panel_stride, int32_t* c, bool accumulate) {
   constexpr size_t kSplit = MR == 1 ? 2 : 1;  // one row: two depth chains per panel
   __m512i acc[kSplit][MR][NP];
   for (size_t s = 0; s < kSplit; ++s)
     for (size_t r = 0; r < MR; ++r)
-      for (size_t p = 0; p < NP; ++p) acc[s][r][p] = _mm512_setzero_si512();
+      for (size_t p = 0; p < NP; ++p)
+        acc[s][r][p] = accumulate && s == 0
+                           ? _mm512_loadu_si512(c + p * kTileStride + r * kPanelWidth)
+                           : _mm512_setzero_si512();
   const size_t KQ = K4 / 4;
   size_t kq = 0;
   for (; kq + kSplit <= KQ; kq += kSplit)
@@ -77,20 +89,20 @@ static void vnni_multi(size_t K4, const uint8_t* a, size_t lda, const int8_t* w,
 
 template <size_t NP>
 static bool vnni_multi_rows(size_t mr, size_t K4, const uint8_t* a, size_t lda, const int8_t* w,
-                            size_t panel_stride, int32_t* c) {
+                            size_t panel_stride, int32_t* c, bool accumulate) {
   switch (mr) {
-    case 1: vnni_multi<1, NP>(K4, a, lda, w, panel_stride, c); return true;
-    case 2: vnni_multi<2, NP>(K4, a, lda, w, panel_stride, c); return true;
-    case 3: vnni_multi<3, NP>(K4, a, lda, w, panel_stride, c); return true;
-    case 4: vnni_multi<4, NP>(K4, a, lda, w, panel_stride, c); return true;
+    case 1: vnni_multi<1, NP>(K4, a, lda, w, panel_stride, c, accumulate); return true;
+    case 2: vnni_multi<2, NP>(K4, a, lda, w, panel_stride, c, accumulate); return true;
+    case 3: vnni_multi<3, NP>(K4, a, lda, w, panel_stride, c, accumulate); return true;
+    case 4: vnni_multi<4, NP>(K4, a, lda, w, panel_stride, c, accumulate); return true;
     default: break;
   }
   if constexpr (NP <= 2) {  // 8 x 2 = 16 accumulators; 8 x 4 would spill
     switch (mr) {
-      case 5: vnni_multi<5, NP>(K4, a, lda, w, panel_stride, c); return true;
-      case 6: vnni_multi<6, NP>(K4, a, lda, w, panel_stride, c); return true;
-      case 7: vnni_multi<7, NP>(K4, a, lda, w, panel_stride, c); return true;
-      case 8: vnni_multi<8, NP>(K4, a, lda, w, panel_stride, c); return true;
+      case 5: vnni_multi<5, NP>(K4, a, lda, w, panel_stride, c, accumulate); return true;
+      case 6: vnni_multi<6, NP>(K4, a, lda, w, panel_stride, c, accumulate); return true;
+      case 7: vnni_multi<7, NP>(K4, a, lda, w, panel_stride, c, accumulate); return true;
+      case 8: vnni_multi<8, NP>(K4, a, lda, w, panel_stride, c, accumulate); return true;
       default: break;
     }
   }
@@ -99,15 +111,15 @@ static bool vnni_multi_rows(size_t mr, size_t K4, const uint8_t* a, size_t lda, 
 
 void ukernel_u8s8_avx512vnni_panels(size_t mr, size_t np, size_t K4, const uint8_t* a,
                                     size_t lda, const int8_t* w, size_t panel_stride,
-                                    int32_t* c) {
-  if (np == 4 && vnni_multi_rows<4>(mr, K4, a, lda, w, panel_stride, c)) return;
-  if (np == 2 && vnni_multi_rows<2>(mr, K4, a, lda, w, panel_stride, c)) return;
+                                    int32_t* c, bool accumulate) {
+  if (np == 4 && vnni_multi_rows<4>(mr, K4, a, lda, w, panel_stride, c, accumulate)) return;
+  if (np == 2 && vnni_multi_rows<2>(mr, K4, a, lda, w, panel_stride, c, accumulate)) return;
   for (size_t p = 0; p < np; ++p) {
     if (mr == 1) {
-      vnni_multi<1, 1>(K4, a, lda, w + p * panel_stride, panel_stride,
-                       c + p * kTileStride);
+      vnni_multi<1, 1>(K4, a, lda, w + p * panel_stride, panel_stride, c + p * kTileStride,
+                       accumulate);
     } else {
-      ukernel_u8s8_avx512vnni(mr, K4, a, lda, w + p * panel_stride, c + p * kTileStride);
+      vnni_tile_any(mr, K4, a, lda, w + p * panel_stride, c + p * kTileStride, accumulate);
     }
   }
 }

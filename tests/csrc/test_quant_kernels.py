@@ -227,6 +227,30 @@ def test_gemm_reads_any_input_layout(isa, K, layout):
     np.testing.assert_array_equal(got, s32_numpy(np.ascontiguousarray(a), 7, w, w_zp))
 
 
+@pytest.mark.parametrize("signed", [False, True], ids=["u8s8", "s8s8"])
+@pytest.mark.parametrize("M,K,N", [(9, 1030, 40), (97, 600, 33), (200, 1537, 17)])
+def test_gemm_with_several_depth_blocks_matches_naive(isa, signed, M, K, N):
+    """K4 > 512 with several row tiles: the VNNI driver splits the depth (sums kept between
+    blocks); every output kind, weight and per-row activation zero points."""
+    r = rng(M, K, N, 41)
+    a = activations(r, (M, K), signed)
+    w = r.integers(-128, 128, (K, N)).astype(np.int8)
+    a_zp = r.integers(-128, 128, M).astype(np.int32) if signed else \
+        r.integers(0, 256, M).astype(np.int32)
+    w_zp = r.integers(-4, 5, N).astype(np.int32)
+    pw = q.pack_weight_s8(w, w_zp)
+    s32 = q.gemm_s8s8_s32 if signed else q.gemm_u8s8_s32
+    np.testing.assert_array_equal(s32(a, a_zp, pw), s32_numpy(a, a_zp, w, w_zp))
+    bias = r.integers(-9000, 9000, N).astype(np.int32)
+    mult = (r.uniform(0.5, 2, N) / (K * 256)).astype(np.float32)
+    req = q.gemm_s8s8_requant if signed else q.gemm_u8s8_requant
+    naive = q.gemm_s8s8_requant_naive if signed else q.gemm_u8s8_requant_naive
+    dt = "int8" if signed else "uint8"
+    lo, hi = (-128, 127) if signed else (0, 255)
+    np.testing.assert_array_equal(req(a, a_zp, pw, bias, mult, 5, lo, hi, dt),
+                                  naive(a, a_zp, w, w_zp, bias, mult, 5, lo, hi, dt))
+
+
 def test_requant_exact_half_ties_round_to_even(isa):
     # K = 1, w = 1: acc = a - a_zp; multiplier 0.5 makes every odd acc an exact .5 tie.
     # N = 17: one full 16-column tile (SIMD output stage) plus a 1-column remainder (scalar).
