@@ -36,6 +36,20 @@ class F32Matmul:
             return a2d @ (self.w if self.mod is None else np.zeros((self.k, self.n), np.float32))
         a = self.mod.Array(a2d.size)
         self.mod.from_numpy(a2d, a)
+        return self._product(a, m)
+
+    def with_rows(self, m, fill):
+        """``rows @ w`` where ``fill(view)`` writes the [m, k] rows straight into the backend's
+        buffer (a zero-copy numpy view): one copy fewer than building them in numpy first."""
+        if self.mod is None or m == 0:
+            rows = np.empty((m, self.k), np.float32)
+            fill(rows)
+            return self(rows)
+        a = self.mod.Array(m * self.k)
+        fill(self.mod.to_numpy(a, (m, self.k), (self.k, 1), 0))
+        return self._product(a, m)
+
+    def _product(self, a, m):
         out = self.mod.Array(m * self.n)
         self.mod.matmul(a, self.w, out, m, self.k, self.n)
         return self.mod.to_numpy(out, (m, self.n), (self.n, 1), 0)
@@ -53,14 +67,19 @@ def _linear_f32(mm, bias, relu=False):
     return run
 
 
-def im2col_nhwc(x, k, stride, padding):
-    """Patches of NHWC ``x`` as rows ``[N*OH*OW, k*k*C]`` in (kh, kw, c) order."""
+def _patches_nhwc(x, k, stride, padding):
+    """The [n, oh, ow, kh, kw, c] view of NHWC ``x``'s patches (no copy yet)."""
     if padding:
         x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))
-    win = win[:, ::stride, ::stride]  # n, oh, ow, c, kh, kw (a view)
+    return win[:, ::stride, ::stride].transpose(0, 1, 2, 4, 5, 3)
+
+
+def im2col_nhwc(x, k, stride, padding):
+    """Patches of NHWC ``x`` as rows ``[N*OH*OW, k*k*C]`` in (kh, kw, c) order."""
+    win = _patches_nhwc(x, k, stride, padding)
     n, oh, ow = win.shape[:3]
-    return win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, -1), (n, oh, ow)
+    return win.reshape(n * oh * ow, -1), (n, oh, ow)
 
 
 def _conv_f32_nhwc(w, bias, stride, padding, relu=False):
@@ -68,8 +87,13 @@ def _conv_f32_nhwc(w, bias, stride, padding, relu=False):
     mm = F32Matmul(w.reshape(-1, cout))
 
     def run(x):
-        cols, (n, oh, ow) = im2col_nhwc(x, k, stride, padding)
-        y = _linear_f32(mm, bias, relu)(cols)
+        win = _patches_nhwc(np.asarray(x, np.float32), k, stride, padding)
+        n, oh, ow = win.shape[:3]
+        y = mm.with_rows(n * oh * ow, lambda rows: np.copyto(rows.reshape(win.shape), win))
+        if bias is not None:
+            np.add(y, bias, out=y)
+        if relu:
+            np.maximum(y, np.float32(0), out=y)
         return y.reshape(n, oh, ow, cout)
 
     return run, mm
