@@ -127,8 +127,6 @@ void ukernel_i16_avx2_exact(size_t mr, size_t K4, const int16_t* a, size_t lda, 
                             int32_t* c);
 void ukernel_u8s8_avx2_maddubs(size_t mr, size_t K4, const uint8_t* a, size_t lda,
                                const int8_t* w, int32_t* c);
-void ukernel_u8s8_avx512vnni(size_t mr, size_t K4, const uint8_t* a, size_t lda, const int8_t* w,
-                             int32_t* c);
 
 // --- output stages -----------------------------------------------------------------------------
 

@@ -40,11 +40,6 @@ static void vnni_tile_any(size_t mr, size_t K4, const uint8_t* a, size_t lda, co
     vnni_tile<1>(K4, a + r * lda, lda, w, c + r * kPanelWidth, accumulate);
 }
 
-void ukernel_u8s8_avx512vnni(size_t mr, size_t K4, const uint8_t* a, size_t lda, const int8_t* w,
-                             int32_t* c) {
-  vnni_tile_any(mr, K4, a, lda, w, c, false);
-}
-
 // One depth quad kq of MR rows x NP panels into acc[r][p].
 template <size_t MR, size_t NP>
 static inline void vnni_step(size_t kq, const uint8_t* a, size_t lda, const int8_t* w,

@@ -10,7 +10,7 @@ constexpr size_t kMaxPanelsPerTile = 4;
 constexpr size_t kTileStride = kMaxMR * kPanelWidth;
 
 // Raw int32 tiles for np <= kMaxPanelsPerTile adjacent panels starting at w (panel_stride bytes
-// apart); exact for every input, same sums as ukernel_u8s8_avx512vnni panel by panel.
+// apart); exact for every input, the same sums as the scalar kernel panel by panel.
 // accumulate: add to the sums already in c (a later depth block; int32 sums wrap, so splitting
 // the depth changes no bit).
 void ukernel_u8s8_avx512vnni_panels(size_t mr, size_t np, size_t K4, const uint8_t* a,

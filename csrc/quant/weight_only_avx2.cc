@@ -35,6 +35,19 @@ inline Decoded decode_int4(const uint8_t* b, const float* s) {
   return {_mm256_mul_ps(f0, _mm256_loadu_ps(s)), _mm256_mul_ps(f1, _mm256_loadu_ps(s + 8))};
 }
 
+// k-row k of one panel, decoded to 16 floats (the one decode of the panel and blocked paths).
+template <WeightFormat F>
+inline Decoded decode_k(const PackedWeightLowBit& w, size_t panel, size_t k) {
+  if constexpr (F == WeightFormat::int4) {
+    return decode_int4(w.nibbles.data() + (panel * w.K + k) * (kPanelWidth / 2),
+                       w.scales.data() + (panel * w.groups + k / w.group_size) * kPanelWidth);
+  } else if constexpr (F == WeightFormat::f16) {
+    return decode_f16(w.half.data() + (panel * w.K + k) * kPanelWidth);
+  } else {
+    return decode_bf16(w.half.data() + (panel * w.K + k) * kPanelWidth);
+  }
+}
+
 template <size_t MR, WeightFormat F>
 void panel_tile(const float* x, size_t ldx, const PackedWeightLowBit& w, size_t panel, float* y) {
   // Separate, fully unrolled accumulator arrays stay in registers (GCC spilled a nested array).
@@ -42,15 +55,7 @@ void panel_tile(const float* x, size_t ldx, const PackedWeightLowBit& w, size_t 
 #pragma GCC unroll 8
   for (size_t r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
   for (size_t k = 0; k < w.K; ++k) {
-    Decoded d;
-    if constexpr (F == WeightFormat::int4) {
-      d = decode_int4(w.nibbles.data() + (panel * w.K + k) * (kPanelWidth / 2),
-                      w.scales.data() + (panel * w.groups + k / w.group_size) * kPanelWidth);
-    } else if constexpr (F == WeightFormat::f16) {
-      d = decode_f16(w.half.data() + (panel * w.K + k) * kPanelWidth);
-    } else {
-      d = decode_bf16(w.half.data() + (panel * w.K + k) * kPanelWidth);
-    }
+    const Decoded d = decode_k<F>(w, panel, k);
 #pragma GCC unroll 8
     for (size_t r = 0; r < MR; ++r) {
       __m256 xb = _mm256_broadcast_ss(x + r * ldx + k);
@@ -74,15 +79,7 @@ void panel_any_mr(size_t mr, const float* x, size_t ldx, const PackedWeightLowBi
 template <WeightFormat F>
 void decode_block(const PackedWeightLowBit& w, size_t panel, size_t k0, size_t kc, float* tile) {
   for (size_t k = k0; k < k0 + kc; ++k, tile += kPanelWidth) {
-    Decoded d;
-    if constexpr (F == WeightFormat::int4) {
-      d = decode_int4(w.nibbles.data() + (panel * w.K + k) * (kPanelWidth / 2),
-                      w.scales.data() + (panel * w.groups + k / w.group_size) * kPanelWidth);
-    } else if constexpr (F == WeightFormat::f16) {
-      d = decode_f16(w.half.data() + (panel * w.K + k) * kPanelWidth);
-    } else {
-      d = decode_bf16(w.half.data() + (panel * w.K + k) * kPanelWidth);
-    }
+    const Decoded d = decode_k<F>(w, panel, k);
     _mm256_store_ps(tile, d.lo);
     _mm256_store_ps(tile + 8, d.hi);
   }
