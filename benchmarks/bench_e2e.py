@@ -23,10 +23,10 @@ import numpy as np  # noqa: E402
 import needle as ndl  # noqa: E402
 import needle_qc as qc  # noqa: E402
 from needle.models import MLP, SmallCNN  # noqa: E402
-from needle_qc.compile import compile as qc_compile  # noqa: E402
+from needle_qc.opset.quant_eval import node_qparams  # noqa: E402
 from needle_qc.passes import FLOAT_PIPELINE, run_passes  # noqa: E402
+from needle_qc.pipeline import compile as qc_compile  # noqa: E402
 from needle_qc.quantize.api import quantize_pass  # noqa: E402
-from needle_qc.quantize.qeval import node_qparams  # noqa: E402
 
 
 def best_seconds(fns, reps):

@@ -7,8 +7,8 @@ import numpy as np
 
 import needle as ndl
 import needle.models as models
+from needle_qc.capture.tracer import trace
 from needle_qc.passes import FLOAT_PIPELINE, run_passes
-from needle_qc.tracer import trace
 
 
 def _device():

@@ -13,9 +13,9 @@ import numpy as np
 
 import needle as ndl
 from needle import nn
+from needle_qc.capture.tracer import trace
 from needle_qc.passes import FLOAT_PIPELINE, register_pass, run_passes
-from needle_qc.tracer import trace
-from needle_qc.viz import draw
+from needle_qc.tools.viz import draw
 
 
 class ScaledMLP(nn.Module):

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 import needle_qc as qc
-from needle_qc import zoo
-from needle_qc.compare import compare, deviation
-from needle_qc.compile import compile as compile_graph
+from needle_qc.pipeline import compile as compile_graph
 from needle_qc.quantize.api import calibrate, quantize_pass
+from needle_qc.tools import zoo
+from needle_qc.tools.compare import compare, deviation
 
 
 def main(argv=None):

@@ -10,8 +10,8 @@ import numpy as np
 
 from needle import quantization
 from needle.data import DataLoader, NDArrayDataset, load_mnist_split
-from needle_qc import zoo
-from needle_qc.compare import deviation
+from needle_qc.tools import zoo
+from needle_qc.tools.compare import deviation
 
 model = zoo.load_pretrained("mlp")  # MLP 784-256-256-10 trained on embedded MNIST
 X_train, y_train = load_mnist_split("train")

@@ -196,7 +196,7 @@ class ObservedModel(_ModuleLike):
 
 
 class QuantizedModel(_ModuleLike):
-    """A quantized model: calling it runs the compiled kernels (``needle_qc.compile``).
+    """A quantized model: calling it runs the compiled kernels (``needle_qc.pipeline``).
 
     ``parameters()`` is empty (nothing here is trainable). Built by :func:`quantize`,
     :func:`convert` or ``Module.quantize``; without an example input the model is traced,
@@ -205,7 +205,7 @@ class QuantizedModel(_ModuleLike):
     Attributes
     ----------
     qconfig : needle_qc.QConfig
-    compiled : needle_qc.runtime.CompiledModel or None (before the first call)
+    compiled : needle_qc.runtime.compiled.CompiledModel or None (before the first call)
     """
 
     def __init__(self, model, qconfig, *, observed=None, example_input=None, batch_dims=None,
@@ -231,7 +231,7 @@ class QuantizedModel(_ModuleLike):
         self._build(float_graph, quantize_pass(float_graph, self.qconfig), self._calibration)
 
     def _build(self, float_graph, observed, calibration):
-        from needle_qc.compile import compile as qc_compile
+        from needle_qc.pipeline import compile as qc_compile
 
         self._float_graph = float_graph
         self.compiled = qc_compile(observed, self.target, force_int8=self.force_int8,
@@ -272,8 +272,8 @@ class QuantizedModel(_ModuleLike):
         return _graph_memory(compiled.graph, compiled.memory_report(batch_size))
 
     def compare(self, batches):
-        """Per-node error against the float graph (:func:`needle_qc.compare.compare`)."""
-        from needle_qc.compare import compare
+        """Per-node error against the float graph (:func:`needle_qc.tools.compare.compare`)."""
+        from needle_qc.tools.compare import compare
 
         return compare(self.float_graph, self, batches)
 
@@ -303,7 +303,7 @@ def _has_bias(node):
     if "has_bias" in node.attrs:
         return bool(node.attrs["has_bias"])
     if node.op in ("qlinear", "qconv2d"):  # a 4th input may be the weight zero point
-        from needle_qc.quantize.qeval import layer_optional_inputs
+        from needle_qc.opset.quant_eval import layer_optional_inputs
         return layer_optional_inputs([i.meta.get("dtype") for i in node.inputs])[1] is not None
     return len(node.inputs) == {"linear": 3, "conv2d": 3}.get(node.op, 4)
 

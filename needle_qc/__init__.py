@@ -8,21 +8,22 @@ Public API (see docs/architecture.md)::
     qc.draw(g, "g.svg")                 # graphviz, compare= highlights what a pass changed
     qc.ops.quantize_linear(...)         # ONNX-signature integer ops on numpy arrays
 """
-from . import ops, passes, quantize, zoo
-from .compare import CompareReport, compare, deviation
-from .compile import compile
-from .errors import IRError, TraceError
-from .interpreter import Interpreter
-from .ir import Graph, Node
-from .opset import OpDef, get_op, register_op
-from .passes import FLOAT_PIPELINE, get_pass, list_passes, register_pass, run_passes
-from .pattern import Rule, replace_pattern, rewrite
-from .quantize import QConfig, make_observer
-from .quantize.api import calibrate, convert, prepare_stages, quantize_pass, to_integer
-from .runtime import CompiledModel
-from .serialize import load, save
-from .tracer import trace
-from .viz import draw
+from needle_qc import ops, passes, quantize
+from needle_qc.capture.tracer import trace
+from needle_qc.errors import IRError, TraceError
+from needle_qc.ir.graph import Graph, Node
+from needle_qc.ir.interpreter import Interpreter
+from needle_qc.ir.pattern import Rule, replace_pattern, rewrite
+from needle_qc.opset import OpDef, get_op, register_op
+from needle_qc.passes import FLOAT_PIPELINE, get_pass, list_passes, register_pass, run_passes
+from needle_qc.pipeline import compile
+from needle_qc.quantize import QConfig, make_observer
+from needle_qc.quantize.api import calibrate, convert, prepare_stages, quantize_pass, to_integer
+from needle_qc.runtime.compiled import CompiledModel
+from needle_qc.runtime.serialize import load, save
+from needle_qc.tools import zoo
+from needle_qc.tools.compare import CompareReport, compare, deviation
+from needle_qc.tools.viz import draw
 
 __all__ = [
     "CompareReport", "CompiledModel", "FLOAT_PIPELINE", "Graph", "IRError", "Interpreter",

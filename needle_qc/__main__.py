@@ -1,6 +1,6 @@
 """``python -m needle_qc``: the ``needle-qc`` command."""
 import sys
 
-from .cli import main
+from needle_qc.tools.cli import main
 
 sys.exit(main())

@@ -1,4 +1,4 @@
-"""Train the zoo models on the embedded data and write needle_qc/checkpoints/<name>.npz.
+"""Train the zoo models on the embedded data and write needle_qc/tools/checkpoints/<name>.npz.
 
 Seeded and deterministic on one device; run from the repository root::
 
@@ -6,7 +6,7 @@ Seeded and deterministic on one device; run from the repository root::
     .venv/bin/python scripts/train_checkpoints.py mlp small_cnn
 
 Each checkpoint records its model name, seed, epochs, optimizer and held-out score, which
-``needle_qc.zoo.checkpoint_info(name)`` reads back.
+``needle_qc.tools.zoo.checkpoint_info(name)`` reads back.
 """
 import argparse
 import os
@@ -17,7 +17,7 @@ import numpy as np
 
 import needle as ndl
 from needle import nn, optim
-from needle_qc import zoo
+from needle_qc.tools import zoo
 
 # name -> (epochs, batch size, Adam learning rate)
 RECIPES = {

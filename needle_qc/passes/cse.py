@@ -1,6 +1,6 @@
 """``cse``: merge nodes computing the same pure op on the same inputs with the same attrs."""
 
-from . import register_pass
+from needle_qc.passes import register_pass
 
 IMPURE_OPS = frozenset({"placeholder", "output"})
 """Ops never merged: inputs are distinct by definition and there is one output.

@@ -1,6 +1,6 @@
 """``dce``: erase nodes whose values nobody uses (placeholders and the output stay)."""
 
-from . import register_pass
+from needle_qc.passes import register_pass
 
 
 @register_pass("dce")

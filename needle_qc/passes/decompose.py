@@ -7,7 +7,7 @@ is already a primitive. Results equal the high-level op within float32 rounding 
 New nodes are named ``<op node>.<step>`` and keep the op node's ``module_path``.
 """
 
-from . import register_pass
+from needle_qc.passes import register_pass
 
 
 class _Builder:

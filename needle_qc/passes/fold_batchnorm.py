@@ -14,8 +14,8 @@ the layer's ``module_path``.
 
 import numpy as np
 
-from . import register_pass
-from .fold_constants import TENSOR_OPS
+from needle_qc.passes import register_pass
+from needle_qc.passes.fold_constants import TENSOR_OPS
 
 OUT_AXIS = {"conv2d": 3, "linear": 1}
 """Output-channel axis of the weight of each foldable layer op."""

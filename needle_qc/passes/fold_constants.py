@@ -8,9 +8,9 @@ kept). Params that end up unused stay for ``dce`` to remove.
 
 import numpy as np
 
-from .. import opset
-from ..ir import Graph
-from . import register_pass
+from needle_qc import opset
+from needle_qc.ir.graph import Graph
+from needle_qc.passes import register_pass
 
 TENSOR_OPS = frozenset({"param", "constant"})
 NEVER_FOLDED = frozenset({"placeholder", "output", "param", "constant", "full"})

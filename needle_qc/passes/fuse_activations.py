@@ -2,62 +2,19 @@
 
 - ``linear``/``conv2d`` + ``relu`` -> the layer with the attr ``activation="relu"`` (the
   quantizer then clamps in the int32 -> int8 output stage instead of running a separate op);
-- ``add`` + ``relu`` -> ``add_relu`` (registered here; ResNet's residual join).
+- ``add`` + ``relu`` -> ``add_relu`` (ResNet's residual join).
 
 A ReLU is fused only when it is the sole user of the op before it (else the pre-activation
 value is still needed elsewhere).
 
-Importing this module adds the optional attr ``activation`` (``"str?"``: absent means none) to
-the ``linear`` and ``conv2d`` rows of the op table with :func:`needle_qc.opset.register_op`;
-their evaluation applies it. Unfused graphs print and evaluate exactly as before.
+The ``linear`` and ``conv2d`` rows declare the optional attr ``activation`` (absent means none)
+and ``add_relu`` is a row of the op table (:mod:`needle_qc.opset.highlevel`).
 """
 
-import dataclasses
-
-from .. import opset
-from . import register_pass
+from needle_qc.passes import register_pass
 
 ACTIVATIONS = ("relu",)
 LAYER_OPS = ("linear", "conv2d")
-
-
-def _relu(tensor):
-    import needle
-
-    return needle.ops.relu(tensor)
-
-
-def _with_activation(evaluate):
-    def run(inputs, attrs, ctx):
-        out = evaluate(inputs, attrs, ctx)
-        return _relu(out) if attrs.get("activation") == "relu" else out
-    return run
-
-
-def _add_activation_attr(name):
-    old = opset.get_op(name)
-    if "activation" in old.attrs:
-        return
-    new = dataclasses.replace(old, attrs={**old.attrs, "activation": "str?"},
-                              evaluate=_with_activation(old.evaluate),
-                              doc=old.doc + " Optional activation='relu' applies ReLU after.")
-    opset.register_op(new, replace=True)
-
-
-for _name in LAYER_OPS:
-    _add_activation_attr(_name)
-
-
-def _eval_add_relu(inputs, attrs, ctx):
-    import needle
-
-    return needle.ops.relu(needle.ops.add(*inputs))
-
-
-if "add_relu" not in opset.all_ops():
-    opset.register_op(opset.OpDef(
-        "add_relu", 2, {}, opset.get_op("add").shape_rule,
-        "relu(a + b) of two equal-shape tensors (fused residual join).", _eval_add_relu))
 
 
 def _sole_relu_user(node):

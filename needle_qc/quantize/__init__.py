@@ -1,6 +1,5 @@
 """Quantization numerics: config, observers, qparams, low-bit formats and NumPy reference ops."""
-from . import qops  # noqa: F401  (registers the quantization IR ops, so saved graphs parse)
-from .lowbit import (
+from needle_qc.quantize.lowbit import (
     QuantizedWeight,
     bf16_to_float32,
     cast_bf16,
@@ -9,7 +8,7 @@ from .lowbit import (
     quantize_weight,
     unpack_int4,
 )
-from .observers import (
+from needle_qc.quantize.observers import (
     OBSERVER_KINDS,
     HistogramObserver,
     MinMaxObserver,
@@ -19,9 +18,9 @@ from .observers import (
     make_observer,
     observer_from_dict,
 )
-from .qconfig import QConfig
-from .qparams import choose_qparams, qrange
-from .reference import (
+from needle_qc.quantize.qconfig import QConfig
+from needle_qc.quantize.qparams import choose_qparams, qrange
+from needle_qc.quantize.reference import (
     dynamic_quantize_per_token,
     qlinear_ref,
     quantize_bias,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .qparams import CONTAINER
+from needle_qc.quantize.qparams import CONTAINER
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 _FLOAT_INPUTS = (np.float16, np.float32, np.float64)

@@ -9,9 +9,9 @@ decision survives ``graph.copy()``.
 
 import numpy as np
 
-from ..errors import IRError
-from .observers import observer_from_dict
-from .qconfig import QConfig
+from needle_qc.errors import IRError
+from needle_qc.quantize.observers import observer_from_dict
+from needle_qc.quantize.qconfig import QConfig
 
 LAYER_OPS = ("linear", "conv2d")
 """Ops with a weight param: static (QDQ/integer), dynamic or weight-only."""

@@ -16,16 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import qops  # noqa: F401  (registers the quantization ops)
-from .annotate import annotate_qconfig, copy_graph, observers_of
+from needle_qc.quantize.annotate import annotate_qconfig, copy_graph, observers_of
 
 QUANT_PASSES = ["insert-observers", "weight-only", "dynamic"]
 """What ``quantize_pass`` runs after the float pipeline."""
 
 
 def _passes():
-    from .. import passes
-    from ..passes import convert, dynamic, fuse_qdq, insert_observers, weight_only  # noqa: F401
+    from needle_qc import passes
 
     return passes
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .qparams import CONTAINER, check_dtype, choose_qparams, qrange
-from .reference import quantize_linear
+from needle_qc.quantize.qparams import CONTAINER, check_dtype, choose_qparams, qrange
+from needle_qc.quantize.reference import quantize_linear
 
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 _FP16_MAX = 65504.0

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .qparams import choose_qparams, qrange
+from needle_qc.quantize.qparams import choose_qparams, qrange
 
 HISTOGRAM_METHODS = ("percentile", "entropy", "mse")
 _TINY = 1e-30

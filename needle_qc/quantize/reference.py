@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _conv
-from ._checks import (
+from needle_qc.quantize import _conv
+from needle_qc.quantize._checks import (
     INT32_MAX,
     INT32_MIN,
     Q8,
@@ -16,7 +16,7 @@ from ._checks import (
     _fit_int32,
     _output_qdtype,
 )
-from .qparams import CONTAINER, qrange
+from needle_qc.quantize.qparams import CONTAINER, qrange
 
 _DEQUANT_INPUTS = ("uint8", "int8", "uint16", "int16", "int32")
 

@@ -9,7 +9,7 @@ import needle as ndl
 from needle import quantization
 from needle.data import DataLoader, NDArrayDataset, load_mnist_split
 from needle.models import MLP, LanguageModel
-from needle_qc.compare import deviation
+from needle_qc.tools.compare import deviation
 
 
 @pytest.fixture(scope="module")

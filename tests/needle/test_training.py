@@ -4,8 +4,7 @@ import pytest
 
 from needle import models
 from needle.data import load_mnist_split
-
-from .training_helpers import fit, training_device
+from tests.needle.training_helpers import fit, training_device
 
 
 @pytest.mark.slow

@@ -15,8 +15,8 @@ import pytest
 
 import needle as ndl
 from needle import quantization
-from needle_qc import zoo
-from needle_qc.compare import deviation
+from needle_qc.tools import zoo
+from needle_qc.tools.compare import deviation
 
 RESULTS = []
 CALIBRATION_BATCHES = 8  # x 64 training digits

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import needle as ndl
-from needle_qc.ir import Graph
+from needle_qc.ir.graph import Graph
 
 
 def parse(text, **tensors):

@@ -3,8 +3,7 @@
 import numpy as np
 
 from needle_qc.passes import get_pass
-
-from .conftest import assert_same_numbers, parse
+from tests.needle_qc.passes.conftest import assert_same_numbers, parse
 
 BEFORE = """\
 %x = placeholder() : f32[N,2]

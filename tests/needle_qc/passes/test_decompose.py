@@ -5,10 +5,9 @@ import numpy as np
 import needle as ndl
 import needle.models as models
 from needle import nn
+from needle_qc.capture.tracer import trace
 from needle_qc.passes import get_pass
-from needle_qc.tracer import trace
-
-from .conftest import assert_same_numbers, parse, randomize_batchnorms
+from tests.needle_qc.passes.conftest import assert_same_numbers, parse, randomize_batchnorms
 
 LINEAR = """\
 %x = placeholder() : f32[N,4]

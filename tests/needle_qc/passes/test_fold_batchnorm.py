@@ -5,11 +5,10 @@ import pytest
 
 import needle as ndl
 import needle.models as models
+from needle_qc.capture.tracer import trace
 from needle_qc.passes import get_pass, run_passes
-from needle_qc.tracer import trace
-from needle_qc.viz import REMOVED, to_dot
-
-from .conftest import assert_same_numbers, parse, randomize_batchnorms, run
+from needle_qc.tools.viz import REMOVED, to_dot
+from tests.needle_qc.passes.conftest import assert_same_numbers, parse, randomize_batchnorms, run
 
 CONV_BN = """\
 %x = placeholder() : f32[N,2,4,4]

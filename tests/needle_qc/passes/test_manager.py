@@ -11,8 +11,7 @@ from needle_qc.passes import (
     run_passes,
     unregister_pass,
 )
-
-from .conftest import parse
+from tests.needle_qc.passes.conftest import parse
 
 TEXT = """\
 %x = placeholder() : f32[N,2]
@@ -125,9 +124,8 @@ def test_float_pipeline_on_resnet9_keeps_numbers():
 
     import needle as ndl
     import needle.models as models
-    from needle_qc.tracer import trace
-
-    from .conftest import randomize_batchnorms, run
+    from needle_qc.capture.tracer import trace
+    from tests.needle_qc.passes.conftest import randomize_batchnorms, run
 
     np.random.seed(0)
     model = randomize_batchnorms(models.ResNet9(device=ndl.cpu_numpy()))

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from needle_qc.interpreter import Interpreter
-from needle_qc.ir import Graph
+from needle_qc.ir.graph import Graph
+from needle_qc.ir.interpreter import Interpreter
 
 MLP = """\
 %x = placeholder() : f32[N,4]

@@ -8,8 +8,7 @@ import pytest
 from needle_qc.quantize import QConfig, choose_qparams
 from needle_qc.quantize.annotate import observers_of
 from needle_qc.quantize.api import calibrate, convert, quantize_pass
-
-from .qpass_models import batches, mlp
+from tests.needle_qc.quantize.qpass_models import batches, mlp
 
 STATIC = QConfig(weight="int8", activation="static")
 

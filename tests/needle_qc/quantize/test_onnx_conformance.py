@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from needle_qc.quantize import reference as ref
+from tests.needle_qc.quantize.conftest import S8_LIMIT
 
 SEED = 1234
 
@@ -113,7 +114,7 @@ def test_dynamic_quantize_linear_matches_ort(case, ort_node):
 def _qmm_case(rng, k, per_column, a_dtype=np.uint8):
     info = np.iinfo(a_dtype)
     a = rng.integers(info.min, info.max, (9, k), endpoint=True).astype(a_dtype)
-    b = rng.integers(-127, 127, (k, 11), endpoint=True).astype(np.int8)
+    b = rng.integers(-S8_LIMIT, S8_LIMIT, (k, 11), endpoint=True).astype(np.int8)
     sa = np.float32(rng.uniform(0.005, 0.05))
     za = a_dtype(rng.integers(info.min, info.max))
     if per_column:
@@ -150,11 +151,11 @@ def test_qlinear_matmul_requant_ties_match_ort(ort_node):
 
 def test_qlinear_matmul_large_accumulators_match_ort(ort_node):
     """|acc| > 2**24: the int32 -> fp32 conversion rounds; both sides must round alike."""
-    k = 1024
+    k = 1024 * 127 // S8_LIMIT
     a = np.full((2, k), 255, np.uint8)
-    b = np.full((k, 3), 127, np.int8)
-    b[:, 1] = -127
-    b[::2, 2] = 126
+    b = np.full((k, 3), S8_LIMIT, np.int8)
+    b[:, 1] = -S8_LIMIT
+    b[::2, 2] = S8_LIMIT - 1
     args = [a, np.float32(1e-3), np.uint8(0), b, np.float32(1e-3), np.int8(0), np.float32(0.3),
             np.uint8(128)]
     acc = a.astype(np.int64) @ b.astype(np.int64)
@@ -178,7 +179,7 @@ def test_qlinear_conv_matches_ort(attrs, per_channel, ort_node):
     rng = np.random.default_rng(SEED + 7)
     group = attrs.get("group", 1)
     x = rng.integers(0, 255, (2, 4, 9, 8), endpoint=True).astype(np.uint8)
-    w = rng.integers(-127, 127, (8, 4 // group, 3, 3), endpoint=True).astype(np.int8)
+    w = rng.integers(-S8_LIMIT, S8_LIMIT, (8, 4 // group, 3, 3), endpoint=True).astype(np.int8)
     ws = rng.uniform(1e-3, 1e-2, 8).astype(np.float32) if per_channel else np.float32(4e-3)
     wz = np.zeros(8, np.int8) if per_channel else np.int8(0)
     bias = rng.integers(-3000, 3000, 8).astype(np.int32)
@@ -201,8 +202,9 @@ def test_matmul_integer_matches_ort(dtypes, ort_node):
     rng = np.random.default_rng(SEED + 9)
     da, db = dtypes
     ia, ib = np.iinfo(da), np.iinfo(db)
+    lo, hi = (-S8_LIMIT, S8_LIMIT) if (da, db) == (np.uint8, np.int8) else (ib.min, ib.max)
     a = rng.integers(ia.min, ia.max, (2, 5, 33), endpoint=True).astype(da)
-    b = rng.integers(ib.min, ib.max, (33, 7), endpoint=True).astype(db)
+    b = rng.integers(lo, hi, (33, 7), endpoint=True).astype(db)
     za, zb = da(rng.integers(ia.min, ia.max)), db(rng.integers(ib.min, ib.max))
     np.testing.assert_array_equal(ref.matmul_integer(a, b, za, zb),
                                   ort_node("MatMulInteger", [a, b, za, zb])[0])

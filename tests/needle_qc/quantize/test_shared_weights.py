@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 import needle_qc as qc
-from needle_qc import zoo
-from needle_qc.passes import dynamic as dynamic_pass
-from needle_qc.passes import weight_only as weight_only_pass
-from needle_qc.tracer import trace
+from needle_qc.capture.tracer import trace
+from needle_qc.quantize.passes import dynamic as dynamic_pass
+from needle_qc.quantize.passes import weight_only as weight_only_pass
+from needle_qc.tools import zoo
 
 SCHEMES = {
     "fp16": (qc.QConfig(weight="fp16", activation=None), ("_fp16",), 2.0),

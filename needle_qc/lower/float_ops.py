@@ -1,0 +1,174 @@
+"""fp32 kernels (C++ NDArray GEMM, NHWC im2col) and the builders of float ops."""
+
+import numpy as np
+
+from needle_qc import opset
+from needle_qc.lower.common import _shared_layout, _weight_record
+from needle_qc.lower.program import Impl
+
+# ----------------------------------------------------------------------------- fp32 helpers
+
+def _ndl_module():
+    import needle
+
+    cpu = needle.cpu()
+    return cpu.mod if cpu.enabled() else None
+
+
+class F32Matmul:
+    """``a @ w`` with a fixed fp32 weight uploaded once to the C++ NDArray backend."""
+
+    def __init__(self, w2d):
+        w2d = np.ascontiguousarray(w2d, np.float32)
+        self.k, self.n = w2d.shape
+        self.nbytes = w2d.nbytes
+        self.mod = _ndl_module()
+        if self.mod is None:
+            self.w = w2d  # numpy fallback when the C++ backend is not built
+            return
+        self.w = self.mod.Array(w2d.size)
+        self.mod.from_numpy(w2d, self.w)
+
+    def __call__(self, a2d):
+        a2d = np.ascontiguousarray(a2d, np.float32)
+        m = a2d.shape[0]
+        if self.mod is None or m == 0:
+            return a2d @ (self.w if self.mod is None else np.zeros((self.k, self.n), np.float32))
+        a = self.mod.Array(a2d.size)
+        self.mod.from_numpy(a2d, a)
+        return self._product(a, m)
+
+    def with_rows(self, m, fill):
+        """``rows @ w`` where ``fill(view)`` writes the [m, k] rows straight into the backend's
+        buffer (a zero-copy numpy view): one copy fewer than building them in numpy first."""
+        if self.mod is None or m == 0:
+            rows = np.empty((m, self.k), np.float32)
+            fill(rows)
+            return self(rows)
+        a = self.mod.Array(m * self.k)
+        fill(self.mod.to_numpy(a, (m, self.k), (self.k, 1), 0))
+        return self._product(a, m)
+
+    def _product(self, a, m):
+        out = self.mod.Array(m * self.n)
+        self.mod.matmul(a, self.w, out, m, self.k, self.n)
+        return self.mod.to_numpy(out, (m, self.n), (self.n, 1), 0)
+
+
+def _linear_f32(mm, bias, relu=False):
+    def run(x):
+        y = mm(x.reshape(-1, mm.k))
+        if bias is not None:
+            np.add(y, bias, out=y)
+        if relu:
+            np.maximum(y, np.float32(0), out=y)
+        return y.reshape(x.shape[:-1] + (mm.n,))
+
+    return run
+
+
+def _patches_nhwc(x, k, stride, padding):
+    """The [n, oh, ow, kh, kw, c] view of NHWC ``x``'s patches (no copy yet)."""
+    if padding:
+        x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))
+    return win[:, ::stride, ::stride].transpose(0, 1, 2, 4, 5, 3)
+
+
+def im2col_nhwc(x, k, stride, padding):
+    """Patches of NHWC ``x`` as rows ``[N*OH*OW, k*k*C]`` in (kh, kw, c) order."""
+    win = _patches_nhwc(x, k, stride, padding)
+    n, oh, ow = win.shape[:3]
+    return win.reshape(n * oh * ow, -1), (n, oh, ow)
+
+
+def _conv_f32_nhwc(w, bias, stride, padding, relu=False):
+    k, cout = w.shape[0], w.shape[3]
+    mm = F32Matmul(w.reshape(-1, cout))
+
+    def run(x):
+        win = _patches_nhwc(np.asarray(x, np.float32), k, stride, padding)
+        n, oh, ow = win.shape[:3]
+        y = mm.with_rows(n * oh * ow, lambda rows: np.copyto(rows.reshape(win.shape), win))
+        if bias is not None:
+            np.add(y, bias, out=y)
+        if relu:
+            np.maximum(y, np.float32(0), out=y)
+        return y.reshape(n, oh, ow, cout)
+
+    return run, mm
+
+
+# ----------------------------------------------------------------------------- builders
+
+def _float_layer_consts(ctx, node):
+    """(w, bias or None) of a float32 linear/conv2d with constant operands, else None.
+
+    None also for a fused activation other than relu: Needle evaluates those layers.
+    """
+    w = ctx.const(node.inputs[1])
+    has_bias = len(node.inputs) == 3
+    bias = ctx.const(node.inputs[2]) if has_bias else None
+    if w is None or (has_bias and bias is None) or node.meta["dtype"] != "float32" \
+            or node.attrs.get("activation") not in (None, "relu"):
+        return None
+    return w, bias
+
+
+def build_linear(ctx, node):
+    consts = _float_layer_consts(ctx, node)
+    if consts is None:
+        return None
+    w, bias = consts
+    mm = F32Matmul(w)
+    relu = node.attrs.get("activation") == "relu"
+    return Impl("fp32 gemm (ndl.cpu)", "float layer", _linear_f32(
+        mm, None if bias is None else bias.astype(np.float32), relu),
+        [ctx.value(node.inputs[0], "logical")],
+        weights=[_weight_record(node, "float32", w.size, mm.nbytes, 0)])
+
+
+def build_conv2d(ctx, node):
+    consts = _float_layer_consts(ctx, node)
+    if consts is None:
+        return None
+    w, bias = consts
+    conv, mm = _conv_f32_nhwc(w.astype(np.float32), None if bias is None else
+                              bias.astype(np.float32), node.attrs["stride"],
+                              node.attrs["padding"], node.attrs.get("activation") == "relu")
+    why = node.meta.get("float_reason", "float layer")  # e.g. a conv that dynamic kept float
+    return Impl("fp32 im2col gemm (ndl.cpu, NHWC)", why, conv,
+                [ctx.value(node.inputs[0], "nhwc")], "nhwc",
+                [_weight_record(node, "float32", w.size, mm.nbytes, 0)])
+
+
+def _elementwise(np_fn, label):
+    def build(ctx, node):
+        if node.meta.get("dtype") != "float32" and label not in ("relu", "maximum"):
+            return None
+        if any(ctx.const(i) is not None for i in node.inputs):
+            return None  # a param operand is broadcast in logical layout: leave it to Needle
+        layout = _shared_layout(ctx, node)
+        scalar = node.attrs.get("scalar")
+        fn = (lambda *xs: np_fn(*xs, scalar)) if scalar is not None else np_fn
+        return Impl(f"{label} (numpy)", "elementwise", fn,
+                    [ctx.value(i, layout) for i in node.inputs], layout)
+    return build
+
+
+def _relu(x):
+    return np.maximum(x, np.zeros((), x.dtype))
+
+
+def _sigmoid(x):
+    return (np.float32(1) / (np.float32(1) + np.exp(-x))).astype(x.dtype)
+
+
+def build_reshape(ctx, node):
+    shape = node.attrs["shape"]
+    symbolic = [d for d in shape if opset.is_symbolic(d)]
+    if len(symbolic) > 1 or (symbolic and -1 in shape):
+        return None
+    target = tuple(-1 if opset.is_symbolic(d) else d for d in shape)
+    return Impl("reshape (view)", "no data movement in logical layout",
+                lambda x: x.reshape(target), [ctx.value(node.inputs[0], "logical")])

@@ -1,0 +1,180 @@
+"""``compile(graph, target)``: any pipeline stage -> a CompiledModel (kernels per node, tuned).
+
+Example
+-------
+>>> prepared = qc.quantize_pass(g, qc.QConfig(weight="int8", activation="static"))
+>>> cm = qc.compile(prepared, target="cpu", calibration=batches)   # int8, never slower
+>>> qdq = qc.compile(prepared, stop_after="qdq")                   # the QDQ graph's runner
+"""
+
+import numpy as np
+
+from needle_qc.lower.driver import lower, tune
+from needle_qc.runtime.compiled import CompiledModel
+
+STAGES = ("float", "observed", "qdq", "int8")
+INTEGER_OPS = {"qlinear", "qconv2d", "qmatmul", "qadd", "requantize", "linear_dynamic",
+               "conv2d_dynamic", "linear_weight_only", "conv2d_weight_only"}
+DEFAULT_EXAMPLE_BATCH = 32
+
+
+def stage_of(graph):
+    """The pipeline stage a graph is at: "float", "observed", "qdq" or "int8"."""
+    ops = {n.op for n in graph.nodes}
+    if "observer" in ops:
+        return "observed"
+    if ops & INTEGER_OPS:
+        return "int8"
+    if ops & {"quantize", "dequantize"}:
+        return "qdq"
+    return "float"
+
+
+def compile(graph, target="cpu", stop_after=None, force_int8=False, calibration=None, *,
+            example_batch=None, tune_kernels=True):
+    """Lower ``graph`` (any stage) for ``target``; returns a :class:`CompiledModel`.
+
+    Parameters
+    ----------
+    graph : Graph
+        A float graph (compiled as float), an observed graph from ``quantize_pass`` (calibrated,
+        or calibrated here with ``calibration``), a QDQ graph or an integer graph.
+    target : {"cpu", "cuda", "reference"}
+        ``"reference"`` runs every node with the op table's evaluation (the numeric oracle).
+    stop_after : {"float", "observed", "qdq", "int8"}, optional
+        Stop at that stage and return its runner (lowered as-is, nothing swapped to float).
+        The "observed" runner runs ``graph`` itself: calling it records statistics in
+        ``graph.observers``, as calling the graph does.
+    force_int8 : bool
+        Keep every quantized kernel even where its float version measured faster.
+    calibration : iterable, optional
+        Batches for an observed graph that has not been calibrated yet (ignored, and noted in
+        ``config``, for a graph with no observers left, e.g. weight-only or dynamic).
+    example_batch : int, optional
+        Batch size to time kernels on (default: the first calibration batch's, else 32).
+    tune_kernels : bool
+        Time quantized nodes against their float versions (the never-slower rule).
+
+    Raises
+    ------
+    ValueError
+        Unknown stage/target, a stage the graph cannot reach, an observed graph without
+        statistics, or a layer whose int32 accumulator could overflow.
+    """
+    if stop_after is not None and stop_after not in STAGES:
+        raise ValueError(f"compile: stop_after={stop_after!r}; valid: {list(STAGES)}")
+    batches = list(calibration) if calibration is not None else None
+    stage, staged = _advance(graph, stop_after, batches)
+    program = lower(staged, target)
+    batch = example_batch or _batch_of(batches) or DEFAULT_EXAMPLE_BATCH
+    config = {"force_int8": bool(force_int8), "stop_after": stop_after}
+    if batches is not None and stage_of(graph) not in ("observed", "float"):
+        # weight-only / dynamic graphs (and converted ones) have nothing left to calibrate
+        config["calibration"] = f"ignored: the graph was already at stage {stage_of(graph)!r}"
+    qconfig = getattr(graph, "qconfig", None)
+    if qconfig is not None and hasattr(qconfig, "to_dict"):
+        config["qconfig"] = qconfig.to_dict()
+    if stop_after is None and tune_kernels and target != "reference":
+        try:
+            tune(program, _example_inputs(program, batch), force_int8)
+        except (ValueError, IndexError, OverflowError) as e:  # e.g. ids out of a vocabulary
+            config["tuning"] = f"skipped: the random example batch failed ({e})"
+            for step in program.steps:
+                step.times, step.choice, step.note = {}, "primary", ""
+    return CompiledModel(program, stage, batch, config)
+
+
+def _advance(graph, stop_after, batches):
+    """(stage name, graph at the requested stage)."""
+    from needle_qc.quantize.annotate import copy_graph
+
+    have = stage_of(graph)
+    want = stop_after or ("float" if have == "float" else "int8")
+    if STAGES.index(want) < STAGES.index(have) and not (want == "float" and have == "observed"):
+        raise ValueError(f"compile: the graph is already at stage {have!r}; it cannot be "
+                         f"taken back to {want!r}")
+    if have == "float" and want != "float":
+        raise ValueError(f"compile: a float graph cannot reach stage {want!r}; run "
+                         "quantize_pass(graph, cfg) first")
+    if batches is not None and have == "float":
+        raise ValueError("compile: calibration= only applies to an observed graph; this graph "
+                         "is float (run quantize_pass(graph, cfg) first)")
+    if have == "observed":
+        if want == "float":
+            return "float", _strip_observers(graph)
+        if want == "observed":
+            return "observed", graph
+        graph = _calibrated(copy_graph(graph), batches)
+        have = "observed"
+    return want, _convert(graph, have, want)
+
+
+def _convert(graph, have, want):
+    from needle_qc.quantize.api import convert, to_integer
+
+    if have == want:
+        return graph
+    if have == "observed":
+        graph = convert(graph)
+        if want == "qdq":
+            return graph
+    return to_integer(graph)
+
+
+def _calibrated(graph, batches):
+    from needle_qc.quantize.annotate import observers_of
+    from needle_qc.quantize.api import calibrate
+
+    if batches is not None:
+        calibrate(graph, batches, progress=False)
+    empty = [n for n, obs in observers_of(graph).items() if obs.n_updates == 0]
+    if empty:
+        raise ValueError(f"compile: the observed graph has no calibration statistics "
+                         f"(observer %{empty[0]} saw 0 batches); pass calibration=batches or "
+                         "run calibrate() first")
+    return graph
+
+
+def _strip_observers(graph):
+    from needle_qc.quantize.annotate import copy_graph
+
+    g = copy_graph(graph)
+    for node in g.find("observer"):
+        node.replace_all_uses_with(node.inputs[0])
+        g.erase(node)
+    g.observers = {}
+    return g
+
+
+def _batch_of(batches):
+    if not batches:
+        return None
+    first = batches[0][0] if isinstance(batches[0], (tuple, list)) else batches[0]
+    return int(first.shape[0]) if getattr(first, "shape", None) else None
+
+
+def _example_inputs(program, batch):
+    """Seeded random inputs of the placeholders' shapes at ``batch`` (for timing only)."""
+    from needle_qc import opset
+
+    rng = np.random.default_rng(0)
+    out = []
+    for name, dtype, shape in program.inputs:
+        dims = tuple(opset.resolve_dim(d, batch) for d in shape)
+        vocab = _vocabulary(program.graph.node(name))
+        if vocab:  # token ids (Needle keeps them in float tensors): valid rows of the table
+            out.append(rng.integers(0, vocab, dims).astype(dtype))
+        elif dtype.startswith("float"):
+            out.append(rng.standard_normal(dims).astype(dtype))
+        else:
+            info = np.iinfo(dtype)
+            out.append(rng.integers(max(info.min, 0), min(info.max, 100) + 1, dims).astype(dtype))
+    return out
+
+
+def _vocabulary(placeholder):
+    """Rows of the embedding table a placeholder indexes directly, else None."""
+    for user in placeholder.users:
+        if user.op == "embedding" and user.inputs[0] is placeholder:
+            return int(user.inputs[1].meta["shape"][0])
+    return None

@@ -1,0 +1,1 @@
+"""The quantization passes: insert-observers, convert (QDQ), fuse-qdq, weight-only, dynamic."""

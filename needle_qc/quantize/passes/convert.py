@@ -1,0 +1,190 @@
+"""``convert``: observed graph -> reference QDQ graph (the accuracy oracle).
+
+* every ``observer`` becomes ``quantize`` (qparams from its statistics, in the type) followed by
+  ``dequantize``; an observer without data is an error naming it;
+* an activation input of a static node that reuses another value's qparams (through reshape,
+  transpose, permute, max) gets a ``quantize``/``dequantize`` pair with those qparams;
+* the weight of a static ``linear``/``conv2d`` becomes integer params dequantized in the graph
+  (``quantize_weight``: per channel along the output axis by default), its bias an int32 param
+  at scale ``s_x * s_w`` (``quantize_bias``) dequantized in the graph.
+
+Everything between ``dequantize`` and ``quantize`` stays float. Mutates the graph in place.
+"""
+
+import numpy as np
+
+from needle_qc.errors import IRError
+from needle_qc.passes import register_pass
+from needle_qc.quantize.annotate import (
+    LAYER_OPS,
+    mode_of,
+    new_param,
+    node_config,
+    observers_of,
+    param_array,
+    shared_weight,
+)
+from needle_qc.quantize.lowbit import quantize_weight
+from needle_qc.quantize.passes.insert_observers import UNARY_SHARED_OPS, activation_inputs
+from needle_qc.quantize.reference import quantize_bias
+
+STATIC_WEIGHT_DTYPES = ("int8", "uint8")
+
+
+def set_qparams(node, scale, zero_point):
+    """Write per-tensor qparams into a node's type (exact fp32 scale as a Python float)."""
+    node.meta["qparams"] = {"s": float(np.float32(scale)), "z": int(zero_point)}
+
+
+def observer_qparams(graph, obs):
+    """``(scale, zero point)`` of an observer node from ``graph.observers``."""
+    stats = observers_of(graph).get(obs.name)
+    if stats is None:
+        raise IRError(f"convert: observer %{obs.name} has no statistics in graph.observers")
+    try:
+        return stats.qparams(obs.attrs["dtype"], obs.attrs["symmetric"])
+    except RuntimeError as e:
+        raise ValueError(f"convert: observer %{obs.name} has no calibration data; run "
+                         f"calibrate(prepared, batches) first ({e})") from None
+
+
+def quantize_pair(graph, value, dtype, scale, zero_point, before, base):
+    """Insert ``quantize(value)`` with these qparams and its ``dequantize`` before ``before``."""
+    with graph.inserting_before(before):
+        q = graph.call("quantize", [value], {"dtype": dtype}, name=f"{base}_q")
+        set_qparams(q, scale, zero_point)
+        dq = graph.call("dequantize", [q], name=f"{base}_dq")
+    for key in ("module_path",):
+        if key in value.meta:
+            q.meta[key] = dq.meta[key] = value.meta[key]
+    return dq
+
+
+def _replace_observers(graph):
+    changed = False
+    for obs in graph.find("observer"):
+        value = obs.inputs[0]
+        scale, zp = observer_qparams(graph, obs)
+        dq = quantize_pair(graph, value, obs.attrs["dtype"], scale, zp, obs, value.name)
+        obs.replace_all_uses_with(dq)
+        graph.erase(obs)
+        observers_of(graph).pop(obs.name, None)
+        changed = True
+    return changed
+
+
+def _is_activation_dq(node):
+    return node.op == "dequantize" and len(node.inputs) == 1
+
+
+def _shared_dq_source(value):
+    """The activation ``dequantize`` whose qparams ``value`` reuses, or None."""
+    while value.op in UNARY_SHARED_OPS:
+        value = value.inputs[0]
+    return value if _is_activation_dq(value) else None
+
+
+def _quantize_shared_inputs(graph):
+    made = {}
+    for node in graph.nodes:
+        if mode_of(node) != "static":
+            continue
+        for value in activation_inputs(node):
+            if _is_activation_dq(value):
+                continue
+            source = _shared_dq_source(value)
+            if source is None:
+                raise IRError(f"convert: input %{value.name} of static %{node.name} has no "
+                              "qparams (it is neither observed nor a reshape of an observed "
+                              "value); run insert-observers first")
+            if value not in made:
+                qp = source.inputs[0].meta["qparams"]
+                made[value] = quantize_pair(graph, value, source.inputs[0].meta["dtype"],
+                                            qp["s"], qp["z"], node, value.name)
+            node.replace_input(value, made[value])
+    return bool(made)
+
+
+def _check_static_weight(node, cfg):
+    gran = cfg.resolved_weight_granularity
+    if cfg.weight not in STATIC_WEIGHT_DTYPES or gran == "per_group":
+        raise ValueError(f"convert: %{node.name} asks for static activations with "
+                         f"{cfg.weight} {gran} weights; static quantization takes int8/uint8 "
+                         "weights per tensor or per channel (use activation=None for "
+                         "int4/per-group weight-only)")
+    return gran
+
+
+def quantized_weight_params(graph, node, cfg):
+    """Integer weight params (q, scale[, zero point]) + the QuantizedWeight, for one layer."""
+    w_node = node.inputs[1]
+    gran = _check_static_weight(node, cfg)
+    qw = quantize_weight(param_array(w_node).astype(np.float32), cfg.weight, gran,
+                         symmetric=cfg.weight_symmetric)
+    path = w_node.meta.get("module_path")
+    inputs = [new_param(graph, node, f"{w_node.name}_q", qw.q, path),
+              new_param(graph, node, f"{w_node.name}_scale", np.asarray(qw.scale, np.float32),
+                        path)]
+    if cfg.weight != "int8" or not cfg.weight_symmetric:
+        inputs.append(new_param(graph, node, f"{w_node.name}_zp", qw.zp, path))
+    return inputs, qw
+
+
+def quantized_weight_node(graph, node, cfg, cache=None):
+    """Integer weight params + their ``dequantize``; returns ``(dq node, QuantizedWeight)``.
+
+    ``cache`` (kept across one pass run) gives layers sharing a weight param the same integer
+    params (each layer still gets its own ``dequantize`` node).
+    """
+    w_node = node.inputs[1]
+    cache = {} if cache is None else cache
+    inputs, qw = shared_weight(cache, w_node, cfg,
+                               lambda: quantized_weight_params(graph, node, cfg))
+    with graph.inserting_before(node):
+        dq = graph.call("dequantize", list(inputs), {"axis": -1, "group_size": 0},
+                        name=f"{w_node.name}_dq")
+    return dq, qw
+
+
+def quantized_bias_node(graph, node, s_x, qw):
+    """int32 bias param at scale ``s_x * s_w`` + its scale param + ``dequantize``."""
+    b_node = node.inputs[2]
+    bias = param_array(b_node).astype(np.float32).reshape(-1)
+    try:
+        b_q = quantize_bias(bias, s_x, qw.scale)
+    except OverflowError as e:
+        raise OverflowError(f"convert: bias of %{node.name}: {e}") from None
+    b_scale = np.broadcast_to(np.multiply(np.float32(s_x), qw.scale, dtype=np.float32),
+                              bias.shape)
+    path = b_node.meta.get("module_path")
+    inputs = [new_param(graph, node, f"{b_node.name}_q", b_q, path),
+              new_param(graph, node, f"{b_node.name}_scale", b_scale.astype(np.float32), path)]
+    with graph.inserting_before(node):
+        return graph.call("dequantize", inputs, {"axis": 0, "group_size": 0},
+                          name=f"{b_node.name}_dq")
+
+
+def _quantize_layer(graph, node, cache):
+    x_dq = node.inputs[0]
+    if not _is_activation_dq(x_dq) or node.inputs[1].op == "dequantize":
+        return False
+    cfg = node_config(node)
+    w_dq, qw = quantized_weight_node(graph, node, cfg, cache)
+    inputs = [x_dq, w_dq]
+    if len(node.inputs) == 3:
+        inputs.append(quantized_bias_node(graph, node, x_dq.inputs[0].meta["qparams"]["s"], qw))
+    node.inputs = inputs
+    return True
+
+
+@register_pass("convert")
+def convert(graph):
+    """Observed graph -> QDQ graph (in place); True if anything changed."""
+    changed = _replace_observers(graph)
+    changed |= _quantize_shared_inputs(graph)
+    cache = {}
+    for node in graph.nodes:
+        if node.op in LAYER_OPS and mode_of(node) == "static":
+            changed |= _quantize_layer(graph, node, cache)
+    changed |= graph.eliminate_dead_code()
+    return changed

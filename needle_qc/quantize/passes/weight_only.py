@@ -1,0 +1,110 @@
+"""``weight-only``: linear/conv2d whose config has ``activation=None`` -> weight-only ops.
+
+The weight becomes a float16 / bfloat16 param (IEEE round to nearest even), or int8 / uint8 /
+int4 / uint4 integers with per-tensor, per-channel (output axis) or per-group (reduction axis)
+scales; 4-bit values are packed two per byte along the reduction axis (K for linear, C_in for
+conv). Zero points are added only where they are not 0 (unsigned or asymmetric weights). The
+float bias stays. Mutates the graph in place.
+"""
+
+import numpy as np
+
+from needle_qc.passes import register_pass
+from needle_qc.quantize.annotate import (
+    LAYER_OPS,
+    mode_of,
+    new_param,
+    node_config,
+    param_array,
+    replace_layer,
+    shared_weight,
+)
+from needle_qc.quantize.lowbit import cast_bf16, cast_fp16, pack_int4, quantize_weight
+
+FLOAT_FORMATS = {"fp16": "float16", "bf16": "bfloat16"}
+REDUCTION_AXIS = {"linear": 0, "conv2d": 2}
+
+
+def needs_zero_point(qw):
+    """True when dequantizing needs a zero point input (unsigned or asymmetric weights)."""
+    return qw.dtype in ("uint8", "uint4") or not qw.symmetric or bool(np.any(qw.zp != 0))
+
+
+def integer_weight(cfg, w, red_axis, where):
+    """``(weight array as stored, scale, zero point or None, attrs)`` for integer weights."""
+    gran = cfg.resolved_weight_granularity
+    low_bit = cfg.weight in ("int4", "uint4")
+    if low_bit and gran != "per_group":
+        raise ValueError(f"weight-only: %{where} asks for {cfg.weight} {gran} weights; 4-bit "
+                         "weights are per_group (set weight_granularity='per_group')")
+    axis = red_axis if gran == "per_group" else None
+    qw = quantize_weight(w, cfg.weight, gran, axis=axis, group_size=cfg.group_size,
+                         symmetric=cfg.weight_symmetric)
+    data = pack_int4(qw.q, axis=red_axis) if low_bit else qw.q
+    zp = qw.zp if needs_zero_point(qw) else None
+    attrs = {"weight_dtype": cfg.weight, "granularity": gran,
+             "group_size": cfg.group_size if gran == "per_group" else 0,
+             "has_zero_point": zp is not None}
+    return data, np.asarray(qw.scale, np.float32), zp, attrs
+
+
+def weight_inputs(graph, node, cfg):
+    """New weight params (weight, scale, zero point) and the op's attrs for one layer."""
+    w_node = node.inputs[1]
+    w = param_array(w_node).astype(np.float32)
+    path = w_node.meta.get("module_path")
+    if cfg.weight in FLOAT_FORMATS:
+        data = cast_fp16(w)[0] if cfg.weight == "fp16" else cast_bf16(w)[0]
+        suffix = cfg.weight
+        attrs = {"weight_dtype": FLOAT_FORMATS[cfg.weight], "granularity": "none",
+                 "group_size": 0, "has_zero_point": False}
+        return [new_param(graph, node, f"{w_node.name}_{suffix}", data, path)], attrs
+    data, scale, zp, attrs = integer_weight(cfg, w, REDUCTION_AXIS[node.op], node.name)
+    params = [new_param(graph, node, f"{w_node.name}_q", data, path),
+              new_param(graph, node, f"{w_node.name}_scale", scale, path)]
+    if zp is not None:
+        params.append(new_param(graph, node, f"{w_node.name}_zp", zp, path))
+    return params, attrs
+
+
+def float_bias(graph, node):
+    """The layer's bias as a 1-D float32 param (the original one when it already is)."""
+    if len(node.inputs) < 3:
+        return []
+    b_node = node.inputs[2]
+    bias = param_array(b_node)
+    if bias.ndim == 1 and bias.dtype == np.float32:
+        return [b_node]
+    return [new_param(graph, node, f"{b_node.name}_f32", bias.astype(np.float32).reshape(-1),
+                      b_node.meta.get("module_path"))]
+
+
+def rewrite_weight_only(graph, node, cache=None):
+    """Replace one linear/conv2d by its weight-only op; returns the new node.
+
+    ``cache`` (a dict kept across one pass run) makes layers that share a weight param share
+    its quantized params too, instead of one copy per use.
+    """
+    cfg = node_config(node)
+    cache = {} if cache is None else cache
+    params, attrs = shared_weight(cache, node.inputs[1], cfg,
+                                  lambda: weight_inputs(graph, node, cfg))
+    attrs = dict(attrs)
+    bias = float_bias(graph, node)
+    attrs["has_bias"] = bool(bias)
+    if node.op == "conv2d":
+        attrs.update(stride=node.attrs["stride"], padding=node.attrs["padding"])
+    op = "linear_weight_only" if node.op == "linear" else "conv2d_weight_only"
+    return replace_layer(graph, node, op, [node.inputs[0], *params, *bias], attrs)
+
+
+@register_pass("weight-only")
+def weight_only(graph):
+    """Rewrite every weight-only layer (in place); True if any."""
+    todo = [n for n in graph.nodes if n.op in LAYER_OPS and mode_of(n) == "weight_only"]
+    cache = {}
+    for node in todo:
+        rewrite_weight_only(graph, node, cache)
+    if todo:
+        graph.eliminate_dead_code()
+    return bool(todo)

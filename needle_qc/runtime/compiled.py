@@ -1,0 +1,226 @@
+"""CompiledModel: runs a lowered Program (no autograd), explains it, reports its memory.
+
+Example
+-------
+>>> cm = needle_qc.pipeline(prepared, target="cpu", calibration=batches)
+>>> y = cm(x)                    # numpy in -> numpy out; Needle Tensor in -> Tensor out
+>>> print(cm.explain())          # kernel per node, why, measured times
+>>> print(cm.memory_report())    # weight bytes by dtype (theoretical vs allocated), peak
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from needle_qc.lower.driver import bind_inputs
+
+
+class CompiledModel:
+    """A graph lowered to kernel calls, callable like the model.
+
+    Parameters
+    ----------
+    program : lowering.Program
+        From :func:`needle_qc.lower.driver.lower` (and :func:`~needle_qc.lower.driver.tune`).
+    stage : str
+        Which stage of the pipeline the lowered graph is ("float", "observed", "qdq", "int8").
+    example_batch : int, optional
+        The batch size the kernels were timed on (and the default of ``memory_report``).
+    config : dict, optional
+        JSON-able settings kept with the model (force_int8, the QConfig...).
+    """
+
+    def __init__(self, program, stage, example_batch=None, config=None):
+        self.program = program
+        self.stage = stage
+        self.example_batch = example_batch
+        self.config = dict(config or {})
+        self._frees = program.frees()
+
+    @property
+    def graph(self):
+        """The graph that was lowered (the stage graph)."""
+        return self.program.graph
+
+    @property
+    def target(self):
+        return self.program.target
+
+    # ------------------------------------------------------------------ running
+
+    def __call__(self, *inputs):
+        """Run on Needle Tensors or numpy arrays (any batch size); returns the same kind,
+        nested as the model returned its outputs."""
+        import needle
+
+        tensor = next((x for x in inputs if isinstance(x, needle.Tensor)), None)
+        arrays = [x.numpy() if isinstance(x, needle.Tensor) else x for x in inputs]
+        flat = self.run_arrays(*arrays)
+        if tensor is not None:
+            flat = [_to_tensor(a, tensor.device) for a in flat]
+        return _unflatten(self.program.structure, flat)
+
+    def run_arrays(self, *arrays):
+        """The outputs as a flat list of numpy arrays (the runtime loop)."""
+        program = self.program
+        env = bind_inputs(program, arrays)
+        for step, frees in zip(program.steps, self._frees):
+            impl = step.active
+            env[step.output] = impl.fn(*[env[name] for name in impl.inputs])
+            for name in frees:
+                del env[name]
+        return [env[name] for name in program.outputs]
+
+    def node_values(self, *arrays):
+        """Every computed value by node name, in the IR's logical (NCHW) layout (for tests
+        and debugging: nothing is freed)."""
+        program = self.program
+        env = bind_inputs(program, arrays)
+        values = {}
+        for step in program.steps:
+            impl = step.active
+            env[step.output] = impl.fn(*[env[name] for name in impl.inputs])
+            if step.op != "layout":
+                out = env[step.output]
+                nhwc = impl.out_layout == "nhwc" and getattr(out, "ndim", 0) == 4
+                values[step.node] = out.transpose(0, 3, 1, 2) if nhwc else out
+        return values
+
+    def profile(self, *arrays, reps=5):
+        """Time every step on ``arrays`` (best of ``reps``); ``explain()`` then shows the
+        times in its ``run us`` column. Returns the explanation."""
+        from needle_qc.lower.driver import measure_each
+
+        measure_each(self.program, arrays, reps)
+        return self.explain()
+
+    def choices(self):
+        """``{node: "primary" | "alternative"}`` for every step that had a float version."""
+        return {s.node: s.choice for s in self.program.steps if s.alternative is not None}
+
+    # ------------------------------------------------------------------ reports
+
+    def explain(self):
+        """A :class:`Explanation`: per node the kernel, why, and the measured times."""
+        rows = [_explain_row(step) for step in self.program.steps]
+        return Explanation(self.target, self.stage, self.example_batch, rows)
+
+    def memory_report(self, batch_size=None):
+        """A :class:`MemoryReport` of weights (by dtype) and the peak activation bytes."""
+        batch = batch_size or self.example_batch or 1
+        by_dtype = {}
+        for step in self.program.steps:
+            for rec in step.active.weights:
+                row = by_dtype.setdefault(rec.dtype, {"weights": 0, "theoretical_bytes": 0.0,
+                                                      "measured_bytes": 0, "qparam_bytes": 0})
+                row["weights"] += rec.count
+                row["theoretical_bytes"] += rec.theoretical_bytes
+                row["measured_bytes"] += rec.measured_bytes
+                row["qparam_bytes"] += rec.qparam_bytes
+        for row in by_dtype.values():
+            total_bits = 8 * (row["measured_bytes"] + row["qparam_bytes"])
+            row["bits_per_weight"] = total_bits / row["weights"] if row["weights"] else 0.0
+        return MemoryReport(by_dtype, self.program.peak_activation_bytes(batch), batch)
+
+    def save(self, path):
+        """Write this model to one file (see :mod:`needle_qc.runtime.serialize`)."""
+        from needle_qc.runtime.serialize import save
+
+        save(self, path)
+
+    def __repr__(self):
+        return f"<CompiledModel target={self.target} stage={self.stage} " \
+               f"steps={len(self.program.steps)}>"
+
+
+def _to_tensor(array, device):
+    import needle
+
+    if not isinstance(array, np.ndarray):
+        return array
+    dtype = array.dtype.name if array.dtype.name != "float64" else "float32"
+    return needle.Tensor(array, device=device, dtype=dtype, requires_grad=False)
+
+
+def _unflatten(structure, values):
+    if isinstance(structure, int):
+        return values[structure]
+    return tuple(_unflatten(s, values) for s in structure)
+
+
+def _explain_row(step):
+    impl = step.active
+    if step.alternative is None:
+        status = {"int8": "quantized", "reference": "reference", "layout": "layout copy",
+                  "eval": "op-table (no kernel)"}.get(impl.kind, "float")
+    elif step.choice == "alternative":
+        status = "kept float (int8 slower)"
+    elif "forced" in step.note:
+        status = "int8 (forced, slower)"
+    else:
+        status = "int8" if step.times else "int8 (not timed)"
+    why = impl.why + (f"; {step.note}" if step.note else "")
+    return {"node": step.node, "op": step.op, "kernel": impl.kernel, "status": status,
+            "why": why, "int8_us": _us(step.times.get("int8")),
+            "float_us": _us(step.times.get("float")), "run_us": _us(step.times.get("run"))}
+
+
+def _us(seconds):
+    return None if seconds is None else seconds * 1e6
+
+
+@dataclass
+class Explanation:
+    """The ``explain()`` table: ``rows`` (dicts) and a printable form."""
+
+    target: str
+    stage: str
+    example_batch: int
+    rows: list = field(default_factory=list)
+
+    def row(self, node):
+        """The row of ``node`` (KeyError if it has none)."""
+        for r in self.rows:
+            if r["node"] == node:
+                return r
+        raise KeyError(f"explain: no row for node %{node}")
+
+    def __str__(self):
+        head = f"CompiledModel target={self.target} stage={self.stage} " \
+               f"timed at batch {self.example_batch}"
+        lines = [head, f"{'node':<22} {'op':<18} {'status':<26} {'int8 us':>9} "
+                       f"{'float us':>9} {'run us':>9}  kernel -- why"]
+        for r in self.rows:
+            lines.append(f"{r['node'][:22]:<22} {r['op'][:18]:<18} {r['status']:<26} "
+                         f"{_fmt(r['int8_us']):>9} {_fmt(r['float_us']):>9} "
+                         f"{_fmt(r['run_us']):>9}  "
+                         f"{r['kernel']} -- {r['why']}")
+        return "\n".join(lines)
+
+
+def _fmt(value):
+    return "-" if value is None else f"{value:.1f}"
+
+
+@dataclass
+class MemoryReport:
+    """Weights by dtype (theoretical vs as allocated, qparams apart) and peak activations."""
+
+    weights: dict
+    peak_activation_bytes: int
+    batch_size: int
+
+    @property
+    def total_measured_bytes(self):
+        return sum(r["measured_bytes"] + r["qparam_bytes"] for r in self.weights.values())
+
+    def __str__(self):
+        lines = [f"{'dtype':<10} {'weights':>10} {'theory B':>12} {'packed B':>12} "
+                 f"{'qparams B':>10} {'bits/w':>7}"]
+        for dtype, r in sorted(self.weights.items()):
+            lines.append(f"{dtype:<10} {r['weights']:>10} {r['theoretical_bytes']:>12.0f} "
+                         f"{r['measured_bytes']:>12} {r['qparam_bytes']:>10} "
+                         f"{r['bits_per_weight']:>7.2f}")
+        lines.append(f"weights total {self.total_measured_bytes} B; peak activations "
+                     f"{self.peak_activation_bytes} B at batch {self.batch_size}")
+        return "\n".join(lines)
