@@ -114,16 +114,12 @@ realized data, which a trace cannot follow."""
 # ----------------------------------------------------------------------------- op classes
 
 def _op_attrs_from_table():
+    """Needle op class name -> (our op, its attr names), from the rows' ``traits.needle_class``."""
     table = {}
     for name in opset.all_ops():
-        evaluate = opset.get_op(name).evaluate
-        cls = getattr(evaluate, "needle_class", None)
-        if cls is not None:
-            table[cls] = (name, tuple(opset.get_op(name).attrs))
-    table["Stack"] = ("stack", ("axis",))
-    table["MakeTensorTuple"] = ("make_tuple", ())
-    table["GetItem"] = ("getitem", ("index",))
-    table["Reshape"] = ("reshape", ("shape",))
+        row = opset.get_op(name)
+        if row.traits.needle_class is not None:
+            table[row.traits.needle_class] = (name, tuple(row.attrs))
     return table
 
 

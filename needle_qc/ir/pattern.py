@@ -25,10 +25,14 @@ import numpy as np
 
 from needle_qc.errors import IRError
 from needle_qc.ir.graph import Graph, Node
+from needle_qc.opset import traits
+
+
+def _is_tensor(node):
+    return traits(node.op).kind == "tensor"  # param / constant: values in the tensor table
 
 __all__ = ["Match", "Rule", "replace_pattern", "rewrite", "trace_function"]
 
-TENSOR_OPS = ("param", "constant")
 
 
 @dataclass
@@ -113,7 +117,7 @@ def _match(pattern, pnode, graph, gnode, mapping):
         return True
     if gnode in mapping.values() or pnode.op != gnode.op:
         return False
-    if pnode.op in TENSOR_OPS:
+    if _is_tensor(pnode):
         if not _same_tensor(pattern, pnode, graph, gnode):
             return False
     elif pnode.attrs != gnode.attrs or len(pnode.inputs) != len(gnode.inputs):
@@ -126,7 +130,7 @@ def _contained(mapping, anchor):
     """True if no matched intermediate node is used outside the match."""
     inner = {g for p, g in mapping.items() if p.op != "placeholder"}
     for gnode in inner:
-        if gnode is anchor or gnode.op in TENSOR_OPS:
+        if gnode is anchor or _is_tensor(gnode):
             continue
         if any(user not in inner for user in gnode.users):
             return False
@@ -137,7 +141,7 @@ def _find_match(pattern, result, graph, gnode, taken):
     mapping = {}
     if not _match(pattern, result, graph, gnode, mapping):
         return None
-    inner = [g for p, g in mapping.items() if p.op not in ("placeholder",) + TENSOR_OPS]
+    inner = [g for p, g in mapping.items() if p.op != "placeholder" and not _is_tensor(p)]
     if any(g in taken for g in inner) or not _contained(mapping, gnode):
         return None
     return mapping
@@ -153,7 +157,7 @@ def _insert_replacement(graph, replacement, bindings, anchor):
         for rnode in replacement.nodes:
             if rnode.op in ("placeholder", "output"):
                 continue
-            if rnode.op in TENSOR_OPS:
+            if _is_tensor(rnode):
                 value = replacement.tensors[rnode.attrs["tensor"]]
                 env[rnode] = graph.constant(value, name=f"{anchor.name}_{rnode.name}")
             else:

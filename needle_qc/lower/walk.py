@@ -8,11 +8,6 @@ from needle_qc.lower import common as lowering_common
 from needle_qc.lower.builders import BUILDERS
 from needle_qc.lower.program import Impl, Program, Step, WeightRecord
 
-LAYOUT_FREE = {"relu", "requantize", "quantize", "qadd", "add", "mul", "maximum", "negate",
-               "add_scalar", "mul_scalar", "div_scalar", "tanh", "sigmoid", "exp"}
-"""Elementwise ops: they run in whatever layout their inputs share (NHWC stays NHWC)."""
-
-
 # ----------------------------------------------------------------------------- the walk
 
 class _Lowering:
@@ -205,10 +200,12 @@ def _fallback_reason(impl, op, alternative):
 
 # ----------------------------------------------------------------------------- weight records
 
-QUANTIZED_OPS = {"qlinear", "qconv2d", "qmatmul", "qadd", "requantize", "quantize",
-                 "dequantize", "linear_dynamic", "conv2d_dynamic", "linear_weight_only",
-                 "conv2d_weight_only", "observer"}
-"""Ops whose builders account for their own params (scales, biases go to qparam bytes)."""
+
+
+def _accounts_own_params(op):
+    # quantized ops' builders account for their own params (scales, biases go to qparam bytes)
+    t = opset.traits(op)
+    return t.integer or t.kind == "quant"
 
 
 def _is_param(node):
@@ -262,7 +259,7 @@ def _new_records(graph, node, records, seen, folded):
         if key not in seen:
             seen.add(key)
             keep.append(rec)
-    if node.op in QUANTIZED_OPS or (records and not keep):
+    if _accounts_own_params(node.op) or (records and not keep):
         return keep  # quantized ops count their own params; a dropped copy's params are counted
     for param in _held_params(node, folded):
         array = graph.tensors.get(param.attrs["tensor"])

@@ -10,7 +10,10 @@ reason about), :mod:`~needle_qc.opset.primitives` (one row per Needle primitive)
 from needle_qc.opset import highlevel, primitives, quant
 from needle_qc.opset.table import (
     ATTR_TYPES,
+    FLOAT_DTYPES,
+    KINDS,
     OpDef,
+    Traits,
     all_ops,
     check_attr,
     dim_parts,
@@ -20,10 +23,12 @@ from needle_qc.opset.table import (
     is_symbolic,
     make_dim,
     normalize_shape,
+    ops_where,
     register_op,
     resolve_dim,
     resolve_shape,
     shape_size,
+    traits,
     unary_rule,
     unregister_op,
 )
@@ -31,7 +36,8 @@ from needle_qc.opset.table import (
 quant.register_quant_ops()
 
 __all__ = [
-    "ATTR_TYPES", "OpDef", "all_ops", "check_attr", "dim_parts", "format_dim", "get_op",
+    "ATTR_TYPES", "FLOAT_DTYPES", "KINDS", "OpDef", "Traits", "ops_where", "traits", "all_ops",
+    "check_attr", "dim_parts", "format_dim", "get_op",
     "highlevel", "is_plain", "is_symbolic", "make_dim", "normalize_shape", "primitives", "quant",
     "register_op", "resolve_dim", "resolve_shape", "shape_size", "unary_rule",
     "unregister_op",

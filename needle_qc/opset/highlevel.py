@@ -4,6 +4,7 @@ import math
 
 from needle_qc.errors import IRError
 from needle_qc.opset.table import (
+    Traits,
     _conv_out,
     _elementwise_rule,
     _meta,
@@ -211,27 +212,36 @@ def _eval_param(inputs, attrs, ctx):
 # ----------------------------------------------------------------------------- the rows
 
 # Graph structure
-_row("placeholder", 0, {}, None, "A graph input; its meta gives shape and dtype.")
+_row("placeholder", 0, {}, None, "A graph input; its meta gives shape and dtype.",
+     traits=Traits(kind="structure"))
 _row("param", 0, {"tensor": "str"}, None,
-     "A module-owned tensor (weight, bias, running stats) from Graph.tensors.", _eval_param)
+     "A module-owned tensor (weight, bias, running stats) from Graph.tensors.", _eval_param,
+     traits=Traits(kind="tensor"))
 _row("constant", 0, {"tensor": "str"}, None,
-     "A tensor created inside forward, stored in Graph.tensors.", _eval_param)
+     "A tensor created inside forward, stored in Graph.tensors.", _eval_param,
+     traits=Traits(kind="tensor"))
 _row("full", 0, {"shape": "shape", "value": "float", "dtype": "str"}, full_rule,
      "A tensor filled with one value whose shape may contain N (e.g. zero hidden state).",
      _eval_full)
 _row("output", "variadic", {"structure": "any"}, None,
-     "The graph's results; ``structure`` nests input indices as the model returned them.")
+     "The graph's results; ``structure`` nests input indices as the model returned them.",
+     traits=Traits(kind="structure"))
 
 # High-level ops (what passes reason about)
 _row("linear", (2, 3), {"activation": "str?"}, linear_rule,
      "x @ w + b (Needle nn.Linear). Optional activation='relu' applies ReLU after.",
-     _with_activation(_eval_linear))
+     _with_activation(_eval_linear),
+     traits=Traits(kind="layer", quantizable="weight", weight_input=1, out_axis=1,
+                   reduction_axis=0, module_type="Linear"))
 _row("conv2d", (2, 3), {"stride": "int", "padding": "int", "activation": "str?"}, conv2d_rule,
      "NCHW convolution with (K,K,Cin,Cout) weight and (Cout,) bias (Needle nn.Conv). "
      "Optional activation='relu' applies ReLU after.",
-     _with_activation(_eval_conv2d), stride=1, padding=0)
+     _with_activation(_eval_conv2d), stride=1, padding=0,
+     traits=Traits(kind="layer", quantizable="weight", weight_input=1, out_axis=3,
+                   reduction_axis=2, module_type="Conv"))
 _row("add_relu", 2, {}, _elementwise_rule("add_relu"),
-     "relu(a + b) of two equal-shape tensors (fused residual join).", _eval_add_relu)
+     "relu(a + b) of two equal-shape tensors (fused residual join).", _eval_add_relu,
+     traits=Traits(quantizable="activations", module_type="add"))
 _row("batch_norm", 5, {"eps": "float", "dims": "int"}, batch_norm_rule,
      "Eval-mode batch norm (x, weight, bias, running_mean, running_var); dims 1 or 2.",
      _eval_batch_norm, eps=1e-5, dims=2)
@@ -244,4 +254,5 @@ _row("multi_head_attention", 3, {"causal": "bool"}, attention_rule,
      "softmax(q k^T / sqrt(D) [+ causal mask]) v -> (result, probs) (Needle MultiHeadAttention).",
      _eval_attention, causal=False)
 _row("reshape", 1, {"shape": "shape"}, reshape_rule,
-     "Reshape; shape may hold N, k*N and one -1.", _eval_reshape)
+     "Reshape; shape may hold N, k*N and one -1.", _eval_reshape,
+     traits=Traits(shares_qparams=True, needle_class="Reshape"))

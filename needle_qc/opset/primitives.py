@@ -2,6 +2,7 @@
 
 from needle_qc.errors import IRError
 from needle_qc.opset.table import (
+    Traits,
     _axes_tuple,
     _broadcast_dims,
     _conv_out,
@@ -214,28 +215,39 @@ def _eval_getitem(inputs, attrs, ctx):
 # Needle primitives, one per Needle op class
 _UNARY = [("negate", "Negate"), ("log", "Log"), ("exp", "Exp"), ("relu", "ReLU"),
           ("tanh", "Tanh"), ("sigmoid", "Sigmoid"), ("logsoftmax", "LogSoftmax")]
+_LAYOUT_FREE = ("negate", "exp", "relu", "tanh", "sigmoid", "add", "mul", "maximum",
+                "add_scalar", "mul_scalar", "div_scalar")
+# ^ the elementwise primitives the lowering has NHWC-agnostic code for (log, logsoftmax, div,
+#   pow and power_scalar run through the op table in the IR's layout)
 for _name, _cls in _UNARY:
     _row(_name, 1, {}, unary_rule, f"Elementwise {_name} (needle.ops.{_cls}).",
-         needle_op(_cls))
+         needle_op(_cls), traits=Traits(layout_free=_name in _LAYOUT_FREE, needle_class=_cls))
 
 _BINARY = [("add", "EWiseAdd"), ("mul", "EWiseMul"), ("div", "EWiseDiv"), ("pow", "EWisePow"),
            ("maximum", "Maximum")]
 for _name, _cls in _BINARY:
     _row(_name, 2, {}, _elementwise_rule(_name),
-         f"Elementwise {_name} of two equal-shape tensors (needle.ops.{_cls}).", needle_op(_cls))
+         f"Elementwise {_name} of two equal-shape tensors (needle.ops.{_cls}).", needle_op(_cls),
+         traits=Traits(layout_free=_name in _LAYOUT_FREE, needle_class=_cls,
+                       quantizable="activations" if _name == "add" else None,
+                       module_type="add" if _name == "add" else None,
+                       shares_qparams=_name == "maximum"))
 
 _SCALAR = [("add_scalar", "AddScalar"), ("mul_scalar", "MulScalar"),
            ("div_scalar", "DivScalar"), ("power_scalar", "PowerScalar")]
 for _name, _cls in _SCALAR:
     _row(_name, 1, {"scalar": "number"}, unary_rule,
          f"Elementwise {_name.replace('_', ' ')} (needle.ops.{_cls}).",
-         needle_op(_cls, "scalar"))
+         needle_op(_cls, "scalar"),
+         traits=Traits(layout_free=_name in _LAYOUT_FREE, needle_class=_cls))
 
 _row("matmul", 2, {}, matmul_rule, "Matrix product, leading dims broadcast (needle.ops.MatMul).",
-     needle_op("MatMul"))
+     needle_op("MatMul"),
+     traits=Traits(quantizable="activations", module_type="matmul", needle_class="MatMul"))
 _row("transpose", 1, {"axes": "ints?"}, transpose_rule,
      "Swap two axes, the last two if axes is None (course Transpose).",
-     needle_op("Transpose", "axes"), axes=None)
+     needle_op("Transpose", "axes"), axes=None,
+     traits=Traits(shares_qparams=True, needle_class="Transpose"))
 _row("broadcast_to", 1, {"shape": "shape"}, broadcast_to_rule,
      "numpy broadcast to shape (needle.ops.BroadcastTo).", needle_op("BroadcastTo", "shape"))
 _row("summation", 1, {"axes": "axes"}, _reduce_rule("summation"),
@@ -245,13 +257,15 @@ _row("logsumexp", 1, {"axes": "axes"}, _reduce_rule("logsumexp"),
      "Stable log-sum-exp over axes, reduced dims dropped.", needle_op("LogSumExp", "axes"),
      axes=None)
 _row("max", 1, {"axes": "axes", "keepdims": "bool"}, _reduce_rule("max", keepdims_attr=True),
-     "Maximum over axes.", needle_op("Max", "axes", "keepdims"), axes=None, keepdims=False)
+     "Maximum over axes.", needle_op("Max", "axes", "keepdims"), axes=None, keepdims=False,
+     traits=Traits(shares_qparams=True, needle_class="Max"))
 _row("stack", "variadic", {"axis": "int"}, stack_rule,
-     "Stack equal-shape inputs along a new axis.", _eval_stack, axis=0)
+     "Stack equal-shape inputs along a new axis.", _eval_stack, axis=0,
+     traits=Traits(needle_class="Stack"))
 _row("split", 1, {"axis": "int"}, split_rule,
      "Split along an axis into a tuple (axis removed).", needle_op("Split", "axis"))
 _row("make_tuple", "variadic", {}, make_tuple_rule, "Group inputs into one tuple value.",
-     _eval_make_tuple)
+     _eval_make_tuple, traits=Traits(needle_class="MakeTensorTuple"))
 _row("tuple_get_item", 1, {"index": "int"}, tuple_get_item_rule, "Element of a tuple value.",
      needle_op("TupleGetItem", "index"))
 _row("fused_add_scalars", 1, {"c0": "number", "c1": "number"}, fused_add_scalars_rule,
@@ -268,8 +282,8 @@ _row("conv", 2, {"stride": "int", "padding": "int"}, conv_rule,
      needle_op("Conv", "stride", "padding"), stride=1, padding=0)
 _row("getitem", 1, {"index": "any"}, getitem_rule,
      "Basic indexing: an int (drops the dim) or [start, stop, step] per leading dim.",
-     _eval_getitem)
+     _eval_getitem, traits=Traits(needle_class="GetItem"))
 _row("permute", 1, {"axes": "ints"}, permute_rule, "Reorder all axes (numpy.transpose).",
-     needle_op("Permute", "axes"))
+     needle_op("Permute", "axes"), traits=Traits(shares_qparams=True, needle_class="Permute"))
 _row("astype", 1, {"dtype": "str"}, astype_rule, "Cast to dtype.",
      needle_op("AsType", "dtype"))

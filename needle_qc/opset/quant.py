@@ -9,7 +9,15 @@ node being run.
 
 from needle_qc.errors import IRError
 from needle_qc.opset import quant_eval as qeval
-from needle_qc.opset.table import OpDef, _broadcast_dims, _conv_out, get_op, register_op, shape_size
+from needle_qc.opset.table import (
+    OpDef,
+    Traits,
+    _broadcast_dims,
+    _conv_out,
+    get_op,
+    register_op,
+    shape_size,
+)
 
 Q_DTYPES = ("uint8", "int8")
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -308,41 +316,53 @@ _WEIGHT_ONLY_DEFAULTS = {"group_size": 0, "has_zero_point": False, "has_bias": F
 ROWS = [
     OpDef("observer", 1, {"dtype": "str", "symmetric": "bool"}, observer_rule,
           "Identity; records calibration statistics in graph.observers[name].",
-          qeval.eval_observer, {"dtype": "uint8", "symmetric": False}),
+          qeval.eval_observer, {"dtype": "uint8", "symmetric": False},
+          traits=Traits(kind="quant")),
     OpDef("quantize", 1, {"dtype": "str"}, quantize_rule,
           "clamp(rint(x / s) + z) with the node's own {s, z} (ONNX QuantizeLinear).",
-          qeval.eval_quantize, {"dtype": "uint8"}),
+          qeval.eval_quantize, {"dtype": "uint8"},
+          traits=Traits(kind="quant", layout_free=True)),
     OpDef("dequantize", (1, 3), {"axis": "int", "group_size": "int"}, dequantize_rule,
           "(q - z) * s: per tensor from the input's type, or from scale (+ zero point) inputs.",
-          qeval.eval_dequantize, {"axis": -1, "group_size": 0}),
+          qeval.eval_dequantize, {"axis": -1, "group_size": 0},
+          traits=Traits(kind="quant")),
     OpDef("requantize", 1, {"dtype": "str", "relu": "bool"}, requantize_rule,
           "Move a quantized tensor to the node's own {s, z}: requantize(q - z_in, s_in / s_y).",
-          qeval.eval_requantize, {"dtype": "uint8", "relu": False}),
+          qeval.eval_requantize, {"dtype": "uint8", "relu": False},
+          traits=Traits(kind="quant", integer=True, layout_free=True)),
     OpDef("qlinear", (3, 5), {"dtype": "str", "relu": "bool"}, qlinear_rule,
           "Quantized linear: int32 (x - z_x) @ (w - z_w) + bias, requantized (or scaled to f32).",
-          qeval.eval_qlinear, {"dtype": "uint8", "relu": False}),
+          qeval.eval_qlinear, {"dtype": "uint8", "relu": False},
+          traits=Traits(kind="qlayer", integer=True, weight_input=1, out_axis=1, reduction_axis=0)),
     OpDef("qconv2d", (3, 5), {"stride": "int", "padding": "int", "dtype": "str", "relu": "bool"},
           qconv2d_rule, "Quantized NCHW conv2d, (K,K,Cin,Cout) weights; output as qlinear.",
-          qeval.eval_qconv2d, {"stride": 1, "padding": 0, "dtype": "uint8", "relu": False}),
+          qeval.eval_qconv2d, {"stride": 1, "padding": 0, "dtype": "uint8", "relu": False},
+          traits=Traits(kind="qlayer", integer=True, weight_input=1, out_axis=3, reduction_axis=2)),
     OpDef("qmatmul", 2, {"dtype": "str"}, qmatmul_rule,
           "Quantized matmul of two activations (ONNX QLinearMatMul).",
-          qeval.eval_qmatmul, {"dtype": "uint8"}),
+          qeval.eval_qmatmul, {"dtype": "uint8"},
+          traits=Traits(kind="qlayer", integer=True)),
     OpDef("qadd", 2, {"dtype": "str", "relu": "bool"}, qadd_rule,
           "quantize(dequantize(a) + dequantize(b)) with an optional relu clamp.",
-          qeval.eval_qadd, {"dtype": "uint8", "relu": False}),
+          qeval.eval_qadd, {"dtype": "uint8", "relu": False},
+          traits=Traits(integer=True, layout_free=True)),
     OpDef("linear_dynamic", (3, 4), {"granularity": "str"}, linear_dynamic_rule,
           "f32 linear with the activation quantized on the fly (u8) and int8 weights.",
-          qeval.eval_linear_dynamic, {"granularity": "per_tensor"}),
+          qeval.eval_linear_dynamic, {"granularity": "per_tensor"},
+          traits=Traits(kind="qlayer", integer=True, weight_input=1, out_axis=1, reduction_axis=0)),
     OpDef("conv2d_dynamic", (3, 4), {"stride": "int", "padding": "int"}, conv2d_dynamic_rule,
           "f32 NCHW conv2d with the activation quantized on the fly (u8, per tensor) and int8 "
-          "(K,K,Cin,Cout) weights.", qeval.eval_conv2d_dynamic, {"stride": 1, "padding": 0}),
+          "(K,K,Cin,Cout) weights.", qeval.eval_conv2d_dynamic, {"stride": 1, "padding": 0},
+          traits=Traits(kind="qlayer", integer=True, weight_input=1, out_axis=3, reduction_axis=2)),
     OpDef("linear_weight_only", (2, 5), dict(_WEIGHT_ONLY_ATTRS), linear_weight_only_rule,
           "f32 linear with fp16/bf16/int8/uint8/int4 weights dequantized to fp32.",
-          qeval.eval_linear_weight_only, dict(_WEIGHT_ONLY_DEFAULTS)),
+          qeval.eval_linear_weight_only, dict(_WEIGHT_ONLY_DEFAULTS),
+          traits=Traits(kind="qlayer", integer=True, weight_input=1, out_axis=1, reduction_axis=0)),
     OpDef("conv2d_weight_only", (2, 5), {"stride": "int", "padding": "int", **_WEIGHT_ONLY_ATTRS},
           conv2d_weight_only_rule,
           "f32 NCHW conv2d with fp16/bf16/int8/uint8/int4 weights dequantized to fp32.",
-          qeval.eval_conv2d_weight_only, {**_WEIGHT_ONLY_DEFAULTS, "stride": 1, "padding": 0}),
+          qeval.eval_conv2d_weight_only, {**_WEIGHT_ONLY_DEFAULTS, "stride": 1, "padding": 0},
+          traits=Traits(kind="qlayer", integer=True, weight_input=1, out_axis=3, reduction_axis=2)),
 ]
 
 

@@ -12,6 +12,7 @@ This module is the table itself and its helpers; the rows live beside it (see
 :mod:`needle_qc.opset`, which registers them).
 """
 
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
@@ -138,6 +139,61 @@ def check_attr(spec, value):
 
 # ----------------------------------------------------------------------------- the table
 
+KINDS = ("compute", "structure", "tensor", "layer", "qlayer", "quant")
+"""``Traits.kind`` values: ``structure`` (placeholder, output), ``tensor`` (param, constant),
+``layer`` (a float op with a weight input), ``qlayer`` (a quantized layer or product),
+``quant`` (a change of representation: observer, quantize, dequantize, requantize),
+``compute`` (everything else)."""
+QUANTIZABLE = (None, "weight", "activations")
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+"""Dtypes of float values (an activation is quantizable only when it has one of these)."""
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What passes, the lowering and the tools ask about an op: the facts live in its row.
+
+    Attributes
+    ----------
+    kind : str
+        One of :data:`KINDS`.
+    quantizable : {None, "weight", "activations"}
+        ``"weight"``: a layer a QConfig quantizes through its weight param (static, dynamic or
+        weight-only); ``"activations"``: an op of two activations, quantized in static mode only.
+    integer : bool
+        An op of the integer stage (``compile`` tells the stage by it).
+    shares_qparams : bool
+        Runs on raw integers keeping its input's qparams (``maximum``: equal qparams only).
+    layout_free : bool
+        Elementwise: the lowering runs it in whatever layout its inputs share (NHWC stays NHWC).
+    weight_input : int or None
+        Index of the weight input of a layer.
+    out_axis, reduction_axis : int or None
+        Axes of that weight: output channels (per-channel scales) and the summed one.
+    module_type : str or None
+        The ``QConfig.module_types`` key a node of this op is configured by.
+    needle_class : str or None
+        The Needle op class a traced call of this op comes from (``EWiseAdd``).
+    """
+
+    kind: str = "compute"
+    quantizable: Any = None
+    integer: bool = False
+    shares_qparams: bool = False
+    layout_free: bool = False
+    weight_input: Any = None
+    out_axis: Any = None
+    reduction_axis: Any = None
+    module_type: Any = None
+    needle_class: Any = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise IRError(f"Traits: kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        if self.quantizable not in QUANTIZABLE:
+            raise IRError(f"Traits: quantizable {self.quantizable!r}; valid: {QUANTIZABLE}")
+
+
 @dataclass(frozen=True)
 class OpDef:
     """One op of the IR.
@@ -164,6 +220,8 @@ class OpDef:
         Interpreter (``ctx.device``, ``ctx.param(key)``, ``ctx.batch_size``, ``ctx.node``).
     defaults : dict
         Values ``Graph.call`` fills in for attrs left out.
+    traits : Traits
+        What passes, the lowering and the tools ask about the op.
     """
 
     name: str
@@ -173,6 +231,7 @@ class OpDef:
     doc: str
     evaluate: Callable | None = None
     defaults: dict = field(default_factory=dict)
+    traits: Traits = field(default_factory=Traits)
 
     def arity_error(self, count):
         """A message if ``count`` inputs is wrong for this op, else None."""
@@ -224,8 +283,22 @@ def all_ops():
     return list(_OPS)
 
 
-def _row(name, num_inputs, attrs, rule, doc, evaluate=None, **defaults):
-    register_op(OpDef(name, num_inputs, dict(attrs), rule, doc, evaluate, defaults))
+def traits(name):
+    """The :class:`Traits` of op ``name`` (IRError for an unknown op)."""
+    return get_op(name).traits
+
+
+def ops_where(predicate):
+    """Names of the registered ops whose traits satisfy ``predicate(traits)``, in table order."""
+    return [name for name, op in _OPS.items() if predicate(op.traits)]
+
+
+def _row(name, num_inputs, attrs, rule, doc, evaluate=None, traits=None, **defaults):
+    traits = traits or Traits()
+    cls = getattr(evaluate, "needle_class", None)  # set by primitives.needle_op
+    if traits.needle_class is None and cls is not None:
+        traits = dataclasses.replace(traits, needle_class=cls)
+    register_op(OpDef(name, num_inputs, dict(attrs), rule, doc, evaluate, defaults, traits))
 
 
 # ----------------------------------------------------------------------------- shape helpers

@@ -1,8 +1,8 @@
 """``cse``: merge nodes computing the same pure op on the same inputs with the same attrs."""
 
+from needle_qc.opset import traits
 from needle_qc.passes import register_pass
 
-IMPURE_OPS = frozenset({"placeholder", "output"})
 """Ops never merged: inputs are distinct by definition and there is one output.
 
 Every other IR op is a pure function of its inputs and attrs (eval-mode Dropout is traced away;
@@ -21,7 +21,7 @@ def _freeze(value):
 
 def node_key(node):
     """Hashable identity of what ``node`` computes, or None if it must never be merged."""
-    if node.op in IMPURE_OPS:
+    if traits(node.op).kind == "structure":  # graph inputs and the output are never merged
         return None
     qparams = node.meta.get("qparams")
     return node.op, tuple(id(i) for i in node.inputs), _freeze(node.attrs), _freeze(qparams)

@@ -14,10 +14,10 @@ the layer's ``module_path``.
 
 import numpy as np
 
+from needle_qc.opset import traits
 from needle_qc.passes import register_pass
-from needle_qc.passes.fold_constants import TENSOR_OPS
+from needle_qc.passes.fold_constants import is_tensor
 
-OUT_AXIS = {"conv2d": 3, "linear": 1}
 """Output-channel axis of the weight of each foldable layer op."""
 
 
@@ -26,9 +26,9 @@ def foldable_layer(bn):
     if bn.op != "batch_norm":
         return None
     layer = bn.inputs[0]
-    if layer.op not in OUT_AXIS or layer.users != [bn] or layer.attrs.get("activation"):
+    if traits(layer.op).kind != "layer" or layer.users != [bn] or layer.attrs.get("activation"):
         return None
-    if not all(i.op in TENSOR_OPS for i in list(bn.inputs[1:]) + list(layer.inputs[1:])):
+    if not all(is_tensor(i) for i in list(bn.inputs[1:]) + list(layer.inputs[1:])):
         return None
     return layer
 
@@ -41,7 +41,7 @@ def folded_tensors(graph, layer, bn):
     gamma, beta, mean, var = (value(n).reshape(-1) for n in bn.inputs[1:])
     scale = gamma / np.sqrt(var + bn.attrs["eps"])
     weight = value(layer.inputs[1])
-    axis = OUT_AXIS[layer.op]
+    axis = traits(layer.op).out_axis
     shape = [1] * weight.ndim
     shape[axis] = -1
     new_weight = weight * scale.reshape(shape)

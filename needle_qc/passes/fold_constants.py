@@ -10,9 +10,13 @@ import numpy as np
 
 from needle_qc import opset
 from needle_qc.ir.graph import Graph
+from needle_qc.opset import traits
 from needle_qc.passes import register_pass
 
-TENSOR_OPS = frozenset({"param", "constant"})
+
+def is_tensor(node):
+    """A param or constant: its value lives in the graph's tensor table."""
+    return traits(node.op).kind == "tensor"
 NEVER_FOLDED = frozenset({"placeholder", "output", "param", "constant", "full"})
 
 
@@ -20,7 +24,7 @@ def is_foldable(node):
     """True if ``node`` computes one concrete tensor from params/constants only."""
     if node.op in NEVER_FOLDED or not node.inputs:
         return False
-    if not all(i.op in TENSOR_OPS for i in node.inputs):
+    if not all(is_tensor(i) for i in node.inputs):
         return False
     shape, dtype = node.meta.get("shape"), node.meta.get("dtype")
     if shape is None or not isinstance(dtype, str):

@@ -11,10 +11,10 @@ The ``linear`` and ``conv2d`` rows declare the optional attr ``activation`` (abs
 and ``add_relu`` is a row of the op table (:mod:`needle_qc.opset.highlevel`).
 """
 
+from needle_qc.opset import get_op
 from needle_qc.passes import register_pass
 
 ACTIVATIONS = ("relu",)
-LAYER_OPS = ("linear", "conv2d")
 
 
 def _sole_relu_user(node):
@@ -51,7 +51,7 @@ def fuse_activations(graph):
         relu = _sole_relu_user(node)
         if relu is None:
             continue
-        if node.op in LAYER_OPS and not node.attrs.get("activation"):
+        if "activation" in get_op(node.op).attrs and not node.attrs.get("activation"):
             fuse_layer(graph, node, relu)
         elif node.op == "add":
             fuse_add(graph, node, relu)

@@ -10,18 +10,20 @@ decision survives ``graph.copy()``.
 import numpy as np
 
 from needle_qc.errors import IRError
+from needle_qc.opset import FLOAT_DTYPES, traits
 from needle_qc.quantize.observers import observer_from_dict
 from needle_qc.quantize.qconfig import QConfig
 
-LAYER_OPS = ("linear", "conv2d")
-"""Ops with a weight param: static (QDQ/integer), dynamic or weight-only."""
-ACTIVATION_OPS = ("matmul", "add", "add_relu")
-"""Ops of two activations: quantized only in static mode."""
-MODULE_TYPES = {"linear": "Linear", "conv2d": "Conv", "matmul": "matmul", "add": "add",
-                "add_relu": "add"}
-"""The module type name a node's config is looked up by (``QConfig.module_types`` keys)."""
-SHARED_QPARAM_OPS = ("reshape", "transpose", "permute", "max", "maximum")
-"""Ops that run on raw integers keeping their input's qparams (maximum: equal qparams only)."""
+
+def is_weight_layer(node):
+    """A layer quantized through its weight param: static (QDQ/integer), dynamic or weight-only
+    (its row's ``traits.quantizable == "weight"``)."""
+    return traits(node.op).quantizable == "weight"
+
+
+def is_activation_op(node):
+    """An op of two activations, quantized only in static mode."""
+    return traits(node.op).quantizable == "activations"
 
 
 def observers_of(graph):
@@ -46,19 +48,17 @@ def _is_param(node):
     return node.op in ("param", "constant")
 
 
-FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
-
 
 def is_quantizable(node):
     """True for nodes a QConfig may quantize (a layer with a param weight, or matmul/add),
     reading float activations."""
-    activations = node.inputs[:1] if node.op in LAYER_OPS else node.inputs
+    activations = node.inputs[:1] if is_weight_layer(node) else node.inputs
     if any(a.meta.get("dtype") not in FLOAT_DTYPES for a in activations):
         return False
-    if node.op in LAYER_OPS:
+    if is_weight_layer(node):
         return len(node.inputs) >= 2 and _is_param(node.inputs[1]) and \
             (len(node.inputs) < 3 or _is_param(node.inputs[2]))
-    if node.op in ACTIVATION_OPS:
+    if is_activation_op(node):
         if any(_is_param(i) for i in node.inputs):
             return False
         return node.op == "matmul" or \
@@ -87,7 +87,7 @@ def annotate_qconfig(graph, cfg):
         local = _config_for(cfg, node, node.op)
         if local is None or local.weight is None:
             continue
-        if node.op in ACTIVATION_OPS and local.activation != "static":
+        if is_activation_op(node) and local.activation != "static":
             continue
         node.meta["qconfig"] = local.to_dict()
         count += 1
@@ -96,7 +96,7 @@ def annotate_qconfig(graph, cfg):
 
 def _config_for(cfg, node, op):
     path = node.meta.get("module_path") or ""
-    return cfg.for_module(path, node.meta.get("module_type") or MODULE_TYPES[op])
+    return cfg.for_module(path, node.meta.get("module_type") or traits(op).module_type)
 
 
 def _is_weight_matmul(node):
@@ -143,7 +143,7 @@ def fused_output(node):
     relu that is the only user of the layer is folded into the quantized op's clamp.
     """
     users = node.users
-    if node.op in LAYER_OPS and node.attrs.get("activation") is None and len(users) == 1 \
+    if is_weight_layer(node) and node.attrs.get("activation") is None and len(users) == 1 \
             and users[0].op == "relu":
         return users[0]
     return node

@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from needle_qc.opset import traits
+
 __all__ = ["compare", "deviation", "CompareReport", "CompareRow", "ErrorStats", "sqnr_color"]
 
-_REPRESENTATION_OPS = ("quantize", "dequantize", "requantize", "observer")
 _SKIP_ROWS = ("placeholder", "param", "constant", "output", "observer", "dequantize",
               "tuple_get_item")
-_LAYER_OPS = ("linear", "conv2d", "qlinear", "qconv2d", "linear_dynamic", "conv2d_dynamic",
-              "linear_weight_only", "conv2d_weight_only")
 _INT_DTYPES = {"uint8": np.uint8, "int8": np.int8}
 
 
@@ -261,6 +260,10 @@ def _as_float(node, value):
     return array.astype(np.float32)
 
 
+def _is_layer(node):
+    return traits(node.op).kind in ("layer", "qlayer")
+
+
 def _has_relu(node):
     return node.attrs.get("activation") == "relu" or node.attrs.get("relu") is True
 
@@ -282,16 +285,16 @@ class _Matcher:
     def _find(self, node):
         if node.op in ("param", "constant", "output"):
             return None
-        if node.op in _REPRESENTATION_OPS:
+        if traits(node.op).kind == "quant":
             return self.counterpart(node.inputs[0])
         ref = self.ref.get(node.name)
         if ref is not None and ref.op not in ("param", "constant"):
             if ref.meta.get("shape") != node.meta.get("shape"):
                 return None
-            if node.op in _LAYER_OPS and _has_relu(ref) != _has_relu(node):
+            if _is_layer(node) and _has_relu(ref) != _has_relu(node):
                 return None  # a weight-only/dynamic layer whose relu became its own node
             return ref.name
-        if node.op == "relu" and node.inputs and node.inputs[0].op in _LAYER_OPS:
+        if node.op == "relu" and node.inputs and _is_layer(node.inputs[0]):
             layer = self.ref.get(node.inputs[0].name)
             if layer is not None and _has_relu(layer):
                 return layer.name

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from needle_qc import opset
+
 __all__ = ["Scheme", "SCHEMES", "ReportRow", "LayerRow", "Report", "run", "load_model",
            "packing_allowance", "MODELS"]
 
@@ -411,9 +413,6 @@ def memory_of(cm, batch, group_size=32):
 
 # ----------------------------------------------------------------------------- running
 
-LAYER_OPS = ("qlinear", "qconv2d", "linear_dynamic", "linear_weight_only", "conv2d_weight_only",
-             "linear", "conv2d", "qmatmul")
-"""Ops that get a per-layer SQNR row."""
 
 
 def _check_names(models, schemes):
@@ -642,7 +641,7 @@ def _layer_rows(ctx, scheme, cm):
             # layer, so the relu node is where the layer's error is measured
             name = name[: -len("_relu")]
             op = ctx_op(cm.graph, name) or op
-        if op in LAYER_OPS and not any(o.layer == name for o in out):
+        if opset.traits(op).kind in ("layer", "qlayer") and not any(o.layer == name for o in out):
             out.append(LayerRow(ctx.name, scheme.name, name, op, float(r.local_sqnr),
                                 float(r.propagated["sqnr_db"])))
     return out

@@ -16,7 +16,7 @@ import numpy as np
 from needle_qc.errors import IRError
 from needle_qc.passes import register_pass
 from needle_qc.quantize.annotate import (
-    LAYER_OPS,
+    is_weight_layer,
     mode_of,
     new_param,
     node_config,
@@ -25,7 +25,7 @@ from needle_qc.quantize.annotate import (
     shared_weight,
 )
 from needle_qc.quantize.lowbit import quantize_weight
-from needle_qc.quantize.passes.insert_observers import UNARY_SHARED_OPS, activation_inputs
+from needle_qc.quantize.passes.insert_observers import activation_inputs, shares_input_qparams
 from needle_qc.quantize.reference import quantize_bias
 
 STATIC_WEIGHT_DTYPES = ("int8", "uint8")
@@ -79,7 +79,7 @@ def _is_activation_dq(node):
 
 def _shared_dq_source(value):
     """The activation ``dequantize`` whose qparams ``value`` reuses, or None."""
-    while value.op in UNARY_SHARED_OPS:
+    while shares_input_qparams(value):
         value = value.inputs[0]
     return value if _is_activation_dq(value) else None
 
@@ -184,7 +184,7 @@ def convert(graph):
     changed |= _quantize_shared_inputs(graph)
     cache = {}
     for node in graph.nodes:
-        if node.op in LAYER_OPS and mode_of(node) == "static":
+        if is_weight_layer(node) and mode_of(node) == "static":
             changed |= _quantize_layer(graph, node, cache)
     changed |= graph.eliminate_dead_code()
     return changed

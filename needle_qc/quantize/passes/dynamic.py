@@ -10,7 +10,7 @@ import numpy as np
 
 from needle_qc.passes import register_pass
 from needle_qc.quantize.annotate import (
-    LAYER_OPS,
+    is_weight_layer,
     mode_of,
     new_param,
     node_config,
@@ -59,7 +59,7 @@ def _dynamic_layers(graph):
     by ``explain()``) instead."""
     todo = []
     for node in graph.nodes:
-        if node.op not in LAYER_OPS or mode_of(node) != "dynamic":
+        if not is_weight_layer(node) or mode_of(node) != "dynamic":
             continue
         if node.op == "conv2d" and node_config(node).activation_granularity == "per_token":
             node.meta["float_reason"] = PER_TOKEN_CONV_REASON

@@ -27,9 +27,7 @@ import numpy as np
 
 from needle_qc.passes import register_pass
 from needle_qc.quantize.annotate import fused_output, has_relu, mode_of, rename_node
-
-SHARED_UNARY = ("reshape", "transpose", "permute", "max")
-
+from needle_qc.quantize.passes.insert_observers import shares_input_qparams
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -87,7 +85,7 @@ def fold_quantize_dequantize(graph, node):
 
 def shared_on_integers(graph, node):
     """A shared-qparams op on dequantize(q) -> the op on q, then one dequantize."""
-    if node.op in SHARED_UNARY:
+    if shares_input_qparams(node):
         sources = [_act_source(node.inputs[0])]
     elif node.op == "maximum":
         sources = [_act_source(i) for i in node.inputs]

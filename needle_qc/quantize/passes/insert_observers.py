@@ -8,21 +8,31 @@ its own: it will reuse its source's qparams. Each observer's statistics object i
 ``graph.observers[observer_name]``. Mutates the graph in place; running it twice adds nothing.
 """
 
+from needle_qc.opset import traits
 from needle_qc.passes import register_pass
-from needle_qc.quantize.annotate import LAYER_OPS, fused_output, mode_of, node_config, observers_of
+from needle_qc.quantize.annotate import (
+    fused_output,
+    is_weight_layer,
+    mode_of,
+    node_config,
+    observers_of,
+)
 from needle_qc.quantize.observers import make_observer
 
-UNARY_SHARED_OPS = ("reshape", "transpose", "permute", "max")
+
+def shares_input_qparams(node):
+    """A one-input op that runs on raw integers keeping its input's qparams."""
+    return traits(node.op).shares_qparams and len(node.inputs) == 1
 
 
 def activation_inputs(node):
     """The inputs of a quantized node that are activations (not weights or biases)."""
-    return node.inputs[:1] if node.op in LAYER_OPS else node.inputs
+    return node.inputs[:1] if is_weight_layer(node) else node.inputs
 
 
 def shared_source(value):
     """Follow unary shared-qparams ops back to the value whose qparams ``value`` reuses."""
-    while value.op in UNARY_SHARED_OPS or value.op == "observer":
+    while shares_input_qparams(value) or value.op == "observer":
         value = value.inputs[0]
     return value
 

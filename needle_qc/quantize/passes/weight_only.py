@@ -9,9 +9,10 @@ float bias stays. Mutates the graph in place.
 
 import numpy as np
 
+from needle_qc.opset import traits
 from needle_qc.passes import register_pass
 from needle_qc.quantize.annotate import (
-    LAYER_OPS,
+    is_weight_layer,
     mode_of,
     new_param,
     node_config,
@@ -22,7 +23,6 @@ from needle_qc.quantize.annotate import (
 from needle_qc.quantize.lowbit import cast_bf16, cast_fp16, pack_int4, quantize_weight
 
 FLOAT_FORMATS = {"fp16": "float16", "bf16": "bfloat16"}
-REDUCTION_AXIS = {"linear": 0, "conv2d": 2}
 
 
 def needs_zero_point(qw):
@@ -59,7 +59,7 @@ def weight_inputs(graph, node, cfg):
         attrs = {"weight_dtype": FLOAT_FORMATS[cfg.weight], "granularity": "none",
                  "group_size": 0, "has_zero_point": False}
         return [new_param(graph, node, f"{w_node.name}_{suffix}", data, path)], attrs
-    data, scale, zp, attrs = integer_weight(cfg, w, REDUCTION_AXIS[node.op], node.name)
+    data, scale, zp, attrs = integer_weight(cfg, w, traits(node.op).reduction_axis, node.name)
     params = [new_param(graph, node, f"{w_node.name}_q", data, path),
               new_param(graph, node, f"{w_node.name}_scale", scale, path)]
     if zp is not None:
@@ -101,7 +101,7 @@ def rewrite_weight_only(graph, node, cache=None):
 @register_pass("weight-only")
 def weight_only(graph):
     """Rewrite every weight-only layer (in place); True if any."""
-    todo = [n for n in graph.nodes if n.op in LAYER_OPS and mode_of(n) == "weight_only"]
+    todo = [n for n in graph.nodes if is_weight_layer(n) and mode_of(n) == "weight_only"]
     cache = {}
     for node in todo:
         rewrite_weight_only(graph, node, cache)
