@@ -1,4 +1,4 @@
-// bind_conv.cc: Python bindings of the int8 NHWC convolutions (im2col + GEMM, direct 1x1).
+// cpu_conv.cc: Python bindings of the int8 NHWC convolutions (im2col + GEMM, direct 1x1).
 #include <utility>
 
 #include "quant/bind/api_defs.h"

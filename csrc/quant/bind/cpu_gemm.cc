@@ -1,4 +1,4 @@
-// bind_gemm.cc: Python bindings of the int8 GEMMs (u8s8 / s8s8 x requant / f32 / s32).
+// cpu_gemm.cc: Python bindings of the int8 GEMMs (u8s8 / s8s8 x requant / f32 / s32).
 #include <algorithm>
 #include <cmath>
 

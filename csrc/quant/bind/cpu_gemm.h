@@ -1,4 +1,4 @@
-// bind_gemm.h: shared argument handling of the GEMM and conv bindings.
+// cpu_gemm.h: shared argument handling of the GEMM and conv bindings.
 #pragma once
 
 #include "quant/bind/args.h"

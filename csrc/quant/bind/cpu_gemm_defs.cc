@@ -1,4 +1,4 @@
-// bind_gemm_defs.cc: the Python-visible GEMM functions, PackedWeightS8, kernel_info and bounds.
+// cpu_gemm_defs.cc: the Python-visible GEMM functions, PackedWeightS8, kernel_info and bounds.
 #include <cmath>
 
 #include "quant/bind/cpu_gemm.h"

@@ -1,4 +1,4 @@
-// bind_module.cc: the needle_qc._quant_cpu module (int8 / weight-only CPU kernels).
+// cpu_module.cc: the needle_qc._quant_cpu module (int8 / weight-only CPU kernels).
 #include "quant/bind/args.h"
 
 namespace needle_qc {

@@ -1,4 +1,4 @@
-// bind_quantize.cc: Python bindings of quantize / dequantize / dynamic quantization.
+// cpu_quantize.cc: Python bindings of quantize / dequantize / dynamic quantization.
 #include <algorithm>
 #include <atomic>
 #include <cmath>

@@ -1,4 +1,4 @@
-// bind_weight_int8.cc: Python bindings of the int8 / uint8 weight-only GEMM and its naive twin.
+// cpu_weight_int8.cc: Python bindings of the int8 / uint8 weight-only GEMM and its naive twin.
 #include <cmath>
 
 #include "quant/bind/args.h"

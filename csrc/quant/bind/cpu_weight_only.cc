@@ -1,4 +1,4 @@
-// bind_weight_only.cc: Python bindings of the fp16 / bf16 / int4 weight-only GEMMs.
+// cpu_weight_only.cc: Python bindings of the fp16 / bf16 / int4 weight-only GEMMs.
 #include "quant/bind/api_defs.h"
 #include "quant/cpu/quant.h"
 

@@ -1,4 +1,4 @@
-// cuda_bind_conv.cu: NHWC uint8 convolutions on CUDA: im2col on the device, then the dp4a GEMM.
+// cuda_conv.cu: NHWC uint8 convolutions on CUDA: im2col on the device, then the dp4a GEMM.
 #include <algorithm>
 #include <memory>
 #include <utility>

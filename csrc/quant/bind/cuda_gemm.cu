@@ -1,4 +1,4 @@
-// cuda_bind_gemm.cu: Python bindings of the int8 GEMMs on CUDA (u8s8 / s8s8 x requant / f32 / s32).
+// cuda_gemm.cu: Python bindings of the int8 GEMMs on CUDA (u8s8 / s8s8 x requant / f32 / s32).
 #include <algorithm>
 #include <cstdlib>
 #include <memory>

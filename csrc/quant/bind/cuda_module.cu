@@ -1,4 +1,4 @@
-// cuda_bind_module.cu: the needle_qc._quant_cuda module (int8 / weight-only CUDA kernels).
+// cuda_module.cu: the needle_qc._quant_cuda module (int8 / weight-only CUDA kernels).
 // Importing it touches no CUDA API, so it imports on machines without a GPU or driver.
 #include "quant/bind/cuda_bind.cuh"
 

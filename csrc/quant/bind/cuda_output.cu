@@ -1,4 +1,4 @@
-// cuda_bind_output.cu: parsing of the output-stage arguments and the shared GEMM runner.
+// cuda_output.cu: parsing of the output-stage arguments and the shared GEMM runner.
 #include "quant/bind/cuda_bind.cuh"
 
 namespace needle_qc {

@@ -1,4 +1,4 @@
-// cuda_bind_quantize.cu: Python bindings of quantize / dequantize / dynamic quantization on CUDA.
+// cuda_quantize.cu: Python bindings of quantize / dequantize / dynamic quantization on CUDA.
 #include <algorithm>
 #include <cmath>
 #include <vector>

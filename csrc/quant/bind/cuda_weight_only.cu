@@ -1,4 +1,4 @@
-// cuda_bind_weight_only.cu: Python bindings of the fp16 / bf16 / int4 weight-only GEMMs on CUDA.
+// cuda_weight_only.cu: Python bindings of the fp16 / bf16 / int4 weight-only GEMMs on CUDA.
 #include <memory>
 #include <vector>
 

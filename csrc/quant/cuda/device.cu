@@ -1,4 +1,4 @@
-// cuda_device.cu: device discovery, error reporting and device buffers (host code only).
+// device.cu: device discovery, error reporting and device buffers (host code only).
 #include <atomic>
 #include <stdexcept>
 #include <utility>

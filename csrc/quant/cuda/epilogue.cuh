@@ -1,4 +1,4 @@
-// cuda_epilogue.cuh: the fused output stage of the int8 GEMM, element by element, with the CPU's
+// epilogue.cuh: the fused output stage of the int8 GEMM, element by element, with the CPU's
 // exact formulas (output_stage.cc): wrapping int32 zero-point correction, then one of
 //   s32      acc
 //   requant  clamp(rint(fp32(acc) * M[n]) + y_zp, qmin, qmax)

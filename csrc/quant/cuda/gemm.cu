@@ -1,4 +1,4 @@
-// cuda_gemm.cu: dp4a int8 GEMM with shared-memory tiles and the fused output stage, plus the
+// gemm.cu: dp4a int8 GEMM with shared-memory tiles and the fused output stage, plus the
 // small kernels that prepare its left operand (row packing, row sums, NHWC im2col).
 //
 // Block: 256 threads (16 x 16) own a 64 x 64 output tile, 4 x 4 accumulators per thread, rows

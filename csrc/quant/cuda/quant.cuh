@@ -1,4 +1,4 @@
-// cuda_quant.cuh: host-side glossary of needle_qc._quant_cuda, shared by the nvcc kernel files and
+// quant.cuh: host-side glossary of needle_qc._quant_cuda, shared by the nvcc kernel files and
 // the g++-compiled bindings (so it holds no device code).
 //
 // Domain trick: the GPU works on *signed* activations. dp4a has s8 x s8 (and u8 x u8) forms but

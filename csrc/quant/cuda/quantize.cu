@@ -1,4 +1,4 @@
-// cuda_quantize.cu: quantize / dequantize / dynamic (per-tensor and per-row) quantization kernels.
+// quantize.cu: quantize / dequantize / dynamic (per-tensor and per-row) quantization kernels.
 //
 // q = clamp(rint(x / s) + z, qmin, qmax): one true fp32 division (__fdiv_rn, never x * (1/s)),
 // ties to even (__float2int_rn), zero point added after rounding; as on the CPU, x / s is

@@ -1,4 +1,4 @@
-// cuda_weight_only.cu: fp16 / bf16 / int4 weight-only GEMM (fp32 activations and accumulation).
+// weight_only.cu: fp16 / bf16 / int4 weight-only GEMM (fp32 activations and accumulation).
 //
 // Weights stay compressed in device memory and are decoded while a 16 x 64 tile is staged in
 // shared memory, so no fp32 copy of W exists. The fp32 sums are not bit-identical to the CPU's

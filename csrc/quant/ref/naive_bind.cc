@@ -1,4 +1,4 @@
-// bind_naive.cc: naive twins of every kernel: plain loops over unpacked inputs, int64 sums that
+// naive_bind.cc: naive twins of every kernel: plain loops over unpacked inputs, int64 sums that
 // must fit in int32 (else OverflowError). They are the in-module oracle for the tests.
 #include <cmath>
 #include <stdexcept>
