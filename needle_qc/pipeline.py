@@ -1,20 +1,27 @@
-"""``compile(graph, target)``: any pipeline stage -> a CompiledModel (kernels per node, tuned).
+"""``compile(graph, target)``: any pipeline stage -> a CompiledModel (kernels per node).
+
+Deterministic by default: the same graph gives the same kernels, outputs and ``save`` bytes
+on every run and machine load. Timing-based choices (the never-slower rule) happen only with
+``autotune=True``; the measured times are kept in ``cm.tuning`` (apart from the model: ``save``
+stores the resulting choices, never the times), and ``choices=cm.tuning.choices`` replays them.
 
 Example
 -------
 >>> prepared = qc.quantize_pass(g, qc.QConfig(weight="int8", activation="static"))
->>> cm = qc.compile(prepared, target="cpu", calibration=batches)   # int8, never slower
+>>> cm = qc.compile(prepared, target="cpu", calibration=batches)   # every requested layer int8
+>>> fast = qc.compile(prepared, calibration=batches, autotune=True)  # never slower (timed)
 >>> qdq = qc.compile(prepared, stop_after="qdq")                   # the QDQ graph's runner
 """
+
+import warnings
 
 import numpy as np
 
 from needle_qc.lower.driver import lower, tune
+from needle_qc.opset import traits
 from needle_qc.runtime.compiled import CompiledModel
 
 STAGES = ("float", "observed", "qdq", "int8")
-INTEGER_OPS = {"qlinear", "qconv2d", "qmatmul", "qadd", "requantize", "linear_dynamic",
-               "conv2d_dynamic", "linear_weight_only", "conv2d_weight_only"}
 DEFAULT_EXAMPLE_BATCH = 32
 
 
@@ -23,7 +30,7 @@ def stage_of(graph):
     ops = {n.op for n in graph.nodes}
     if "observer" in ops:
         return "observed"
-    if ops & INTEGER_OPS:
+    if any(traits(op).integer for op in ops):
         return "int8"
     if ops & {"quantize", "dequantize"}:
         return "qdq"
@@ -31,7 +38,7 @@ def stage_of(graph):
 
 
 def compile(graph, target="cpu", stop_after=None, force_int8=False, calibration=None, *,
-            example_batch=None, tune_kernels=True):
+            example_batch=None, autotune=False, choices=None, tune_kernels=None):
     """Lower ``graph`` (any stage) for ``target``; returns a :class:`CompiledModel`.
 
     Parameters
@@ -46,14 +53,26 @@ def compile(graph, target="cpu", stop_after=None, force_int8=False, calibration=
         The "observed" runner runs ``graph`` itself: calling it records statistics in
         ``graph.observers``, as calling the graph does.
     force_int8 : bool
-        Keep every quantized kernel even where its float version measured faster.
+        With ``autotune``: keep every quantized kernel even where its float version measured
+        faster (the times are still recorded).
     calibration : iterable, optional
         Batches for an observed graph that has not been calibrated yet (ignored, and noted in
         ``config``, for a graph with no observers left, e.g. weight-only or dynamic).
     example_batch : int, optional
         Batch size to time kernels on (default: the first calibration batch's, else 32).
-    tune_kernels : bool
-        Time quantized nodes against their float versions (the never-slower rule).
+    autotune : bool
+        Time quantized nodes against their float versions and keep the faster (the
+        never-slower rule). Off by default: the result then depends on the machine's load.
+        The times go to ``cm.tuning`` (a :class:`TuningRecord`), not into the saved file.
+    choices : dict, optional
+        ``{node: "primary" | "alternative"}`` (e.g. ``cm.tuning.choices``): replay an earlier
+        autotune deterministically, without timing.
+    tune_kernels : bool, optional
+        The old name of ``autotune`` (kept for existing callers).
+
+    A layer computed in float although the configuration asked to quantize it (kept by
+    ``autotune`` or impossible to quantize) raises a :class:`KeptFloatWarning` and is listed
+    by ``cm.float_layers()`` and ``cm.memory_report()``.
 
     Raises
     ------
@@ -65,7 +84,9 @@ def compile(graph, target="cpu", stop_after=None, force_int8=False, calibration=
         raise ValueError(f"compile: stop_after={stop_after!r}; valid: {list(STAGES)}")
     batches = list(calibration) if calibration is not None else None
     stage, staged = _advance(graph, stop_after, batches)
-    program = lower(staged, target)
+    if tune_kernels is not None:
+        autotune = bool(tune_kernels)
+    program = lower(staged, target, choices=choices)
     batch = example_batch or _batch_of(batches) or DEFAULT_EXAMPLE_BATCH
     config = {"force_int8": bool(force_int8), "stop_after": stop_after}
     if batches is not None and stage_of(graph) not in ("observed", "float"):
@@ -74,19 +95,47 @@ def compile(graph, target="cpu", stop_after=None, force_int8=False, calibration=
     qconfig = getattr(graph, "qconfig", None)
     if qconfig is not None and hasattr(qconfig, "to_dict"):
         config["qconfig"] = qconfig.to_dict()
-    if stop_after is None and tune_kernels and target != "reference":
-        try:
-            tune(program, _example_inputs(program, batch), force_int8)
-        except (ValueError, IndexError, OverflowError) as e:  # e.g. ids out of a vocabulary
-            config["tuning"] = f"skipped: the random example batch failed ({e})"
-            for step in program.steps:
-                step.times, step.choice, step.note = {}, "primary", ""
-    return CompiledModel(program, stage, batch, config)
+    tuning = None
+    if stop_after is None and autotune and target != "reference":
+        tuning = _autotune(program, batch, force_int8, config)
+    cm = CompiledModel(program, stage, batch, config, tuning=tuning)
+    announce_float_layers(cm)
+    return cm
+
+
+class KeptFloatWarning(UserWarning):
+    """A layer the configuration asked to quantize is computed in float."""
+
+
+def _autotune(program, batch, force_int8, config):
+    """Time and choose (the never-slower rule); the TuningRecord, or None if it failed."""
+    from needle_qc.runtime.compiled import TuningRecord
+
+    try:
+        tune(program, _example_inputs(program, batch), force_int8)
+    except (ValueError, IndexError, OverflowError) as e:  # e.g. ids out of a vocabulary
+        config["tuning"] = f"skipped: the random example batch failed ({e})"
+        for step in program.steps:
+            step.times, step.choice, step.note = {}, "primary", ""
+        return None
+    return TuningRecord.of(program, batch)
+
+
+def announce_float_layers(cm, stacklevel=3):
+    """A :class:`KeptFloatWarning` listing the layers asked to be quantized that run in float
+    (``stacklevel`` 3 points at the caller of the function that calls this one)."""
+    kept = cm.float_layers()
+    if kept:
+        listed = "; ".join(f"%{n}: {why}" for n, why in list(kept.items())[:6])
+        more = f" (+{len(kept) - 6} more)" if len(kept) > 6 else ""
+        warnings.warn(f"compile: {len(kept)} layer(s) the configuration asked to quantize run "
+                      f"in float: {listed}{more}. Pass force_int8=True or autotune=False to "
+                      "keep the quantized kernels, or change the QConfig.",
+                      KeptFloatWarning, stacklevel=stacklevel)
 
 
 def _advance(graph, stop_after, batches):
     """(stage name, graph at the requested stage)."""
-    from needle_qc.quantize.annotate import copy_graph
 
     have = stage_of(graph)
     want = stop_after or ("float" if have == "float" else "int8")
@@ -104,7 +153,7 @@ def _advance(graph, stop_after, batches):
             return "float", _strip_observers(graph)
         if want == "observed":
             return "observed", graph
-        graph = _calibrated(copy_graph(graph), batches)
+        graph = _calibrated(graph.copy(), batches)
         have = "observed"
     return want, _convert(graph, have, want)
 
@@ -122,12 +171,11 @@ def _convert(graph, have, want):
 
 
 def _calibrated(graph, batches):
-    from needle_qc.quantize.annotate import observers_of
     from needle_qc.quantize.api import calibrate
 
     if batches is not None:
         calibrate(graph, batches, progress=False)
-    empty = [n for n, obs in observers_of(graph).items() if obs.n_updates == 0]
+    empty = [n for n, obs in graph.observers.items() if obs.n_updates == 0]
     if empty:
         raise ValueError(f"compile: the observed graph has no calibration statistics "
                          f"(observer %{empty[0]} saw 0 batches); pass calibration=batches or "
@@ -136,9 +184,8 @@ def _calibrated(graph, batches):
 
 
 def _strip_observers(graph):
-    from needle_qc.quantize.annotate import copy_graph
 
-    g = copy_graph(graph)
+    g = graph.copy()
     for node in g.find("observer"):
         node.replace_all_uses_with(node.inputs[0])
         g.erase(node)

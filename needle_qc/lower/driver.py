@@ -30,8 +30,9 @@ Conv activations stay NHWC between consecutive NHWC kernels; NCHW<->NHWC copies 
 where a value crosses to an op that needs the IR's logical (NCHW) layout. The u8s8 fast path is
 enabled per layer only when ``a_max * max_pair_abs <= 32767`` is proven from the layer's
 weights and its input's range; a layer whose int32 accumulator could overflow is refused with
-an error naming it. Never silently slower: :func:`tune` times each quantized node against its
-float version and keeps the float one when it is faster (unless ``force_int8``).
+an error naming it. On request only (``compile(..., autotune=True)``; the default compile is
+deterministic), :func:`tune` times each quantized node against its float version and keeps
+the float one when it is faster (unless ``force_int8``).
 
 This module is the driver (:func:`lower`, :func:`tune`, :func:`measure`, :func:`bind_inputs`).
 The pieces live beside it: :mod:`~needle_qc.lower.program` (Program, Step, Impl records and
@@ -82,7 +83,7 @@ def lower(graph, target="cpu", *, choices=None):
     for step in program.steps:
         wanted = (choices or {}).get(step.node)
         if wanted == "alternative" and step.alternative is not None:
-            step.choice = "alternative"
+            step.choice, step.note = "alternative", "kept float: recorded autotune choice"
     return program
 
 

@@ -115,9 +115,29 @@ def build_qadd(ctx, node):
                 kind="int8")
 
 
+def _qmatmul_check(node, a, b, z_a, z_b):
+    """Refuse a qmatmul whose int32 accumulator could overflow (as qlinear is refused):
+    ``|sum| <= K * max|a - z_a| * max|b - z_b|``. A depth that follows the batch (symbolic)
+    cannot be bounded here; the per-call check then stays the guard."""
+    depth = a.meta.get("shape", (None,))[-1]
+    if not isinstance(depth, int):
+        return
+    spans = []
+    for value, zp in ((a, z_a), (b, z_b)):
+        qmin, qmax = qrange(value.meta["dtype"])
+        spans.append(max(qmax - zp, zp - qmin))
+    bound = depth * spans[0] * spans[1]
+    if bound > INT32_MAX:
+        raise ValueError(f"%{node.name} (qmatmul): the int32 accumulator could overflow: "
+                         f"|sum| <= {depth} * {spans[0]} * {spans[1]} = {bound} > 2^31-1; "
+                         f"split the contraction (depth {depth}), quantize the operands to "
+                         "a narrower type, or keep this matmul float")
+
+
 def build_qmatmul(ctx, node):
     a, b = node.inputs
     (s_a, z_a), (s_b, z_b) = _qp(a), _qp(b)
+    _qmatmul_check(node, a, b, z_a, z_b)
     out_dtype = node.attrs["dtype"]
     out = None if out_dtype == "float32" else _qp(node)
 

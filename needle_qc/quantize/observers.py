@@ -8,6 +8,8 @@ import numpy as np
 from needle_qc.quantize.qparams import choose_qparams, qrange
 
 HISTOGRAM_METHODS = ("percentile", "entropy", "mse")
+MAX_BINS = 1 << 16
+"""Upper bound on ``HistogramObserver(bins=...)`` (a loaded file cannot ask for gigabytes)."""
 _TINY = 1e-30
 
 
@@ -256,8 +258,9 @@ class HistogramObserver(Observer):
         if method not in HISTOGRAM_METHODS:
             raise ValueError(f"HistogramObserver: method={method!r}; valid: "
                              f"{list(HISTOGRAM_METHODS)}")
-        if not isinstance(bins, int) or bins < 256:
-            raise ValueError(f"HistogramObserver: bins={bins!r} must be an int >= 256")
+        if not isinstance(bins, int) or isinstance(bins, bool) or not 256 <= bins <= MAX_BINS:
+            raise ValueError(f"HistogramObserver: bins={bins!r} must be an int in "
+                             f"[256, {MAX_BINS}]")
         if not 0 < percentile <= 100:
             raise ValueError(f"HistogramObserver: percentile={percentile!r} must be in (0, 100]")
         choose_qparams(0.0, 1.0, dtype, symmetric)  # validates dtype early

@@ -28,13 +28,17 @@ class CompiledModel:
         The batch size the kernels were timed on (and the default of ``memory_report``).
     config : dict, optional
         JSON-able settings kept with the model (force_int8, the QConfig...).
+    tuning : TuningRecord, optional
+        What ``compile(..., autotune=True)`` measured (not saved with the model).
     """
 
-    def __init__(self, program, stage, example_batch=None, config=None):
+    def __init__(self, program, stage, example_batch=None, config=None, tuning=None):
         self.program = program
         self.stage = stage
         self.example_batch = example_batch
         self.config = dict(config or {})
+        self.tuning = tuning
+        self.saturation = None  # {node: SaturationCount} while counting is enabled
         self._frees = program.frees()
 
     @property
@@ -64,6 +68,10 @@ class CompiledModel:
         """The outputs as a flat list of numpy arrays (the runtime loop)."""
         program = self.program
         env = bind_inputs(program, arrays)
+        if self.saturation is not None:  # debug mode only: the fast loop below is unchanged
+            from needle_qc.runtime.saturation import run_counting
+
+            return run_counting(self, env)
         for step, frees in zip(program.steps, self._frees):
             impl = step.active
             env[step.output] = impl.fn(*[env[name] for name in impl.inputs])
@@ -98,11 +106,43 @@ class CompiledModel:
         """``{node: "primary" | "alternative"}`` for every step that had a float version."""
         return {s.node: s.choice for s in self.program.steps if s.alternative is not None}
 
+    def float_layers(self):
+        """``{node: why}``: layers the configuration asked to quantize that run in float
+        (kept by autotune, or that cannot be quantized, e.g. a per-token dynamic conv)."""
+        out = {}
+        for step in self.program.steps:
+            if step.choice == "alternative":
+                out[step.node] = step.note or "kept float by autotune"
+            elif "float_reason" in self.graph.node(step.node).meta:
+                out[step.node] = self.graph.node(step.node).meta["float_reason"]
+        return out
+
+    def count_saturation(self, enable=True):
+        """Debug mode: count, per quantized input, the values clipped by ``quantize``
+        (outside the calibrated range). Off by default, so the normal call path has no
+        extra work; :meth:`saturation_report` and ``explain()`` show the counts."""
+        from needle_qc.runtime.saturation import counters
+
+        self.saturation = counters(self) if enable else None
+        return self
+
+    def saturation_report(self):
+        """``{node: {"clipped": n, "total": n, "fraction": f}}`` since counting was enabled."""
+        if self.saturation is None:
+            raise ValueError("saturation_report: counting is off; call "
+                             "count_saturation() first, then run the model")
+        return {n: c.as_dict() for n, c in self.saturation.items()}
+
     # ------------------------------------------------------------------ reports
 
     def explain(self):
         """A :class:`Explanation`: per node the kernel, why, and the measured times."""
         rows = [_explain_row(step) for step in self.program.steps]
+        if self.saturation is not None:
+            for row in rows:
+                counter = self.saturation.get(row["node"])
+                if counter is not None:
+                    row["why"] += f"; saturated {counter.clipped}/{counter.total} values"
         return Explanation(self.target, self.stage, self.example_batch, rows)
 
     def memory_report(self, batch_size=None):
@@ -120,7 +160,8 @@ class CompiledModel:
         for row in by_dtype.values():
             total_bits = 8 * (row["measured_bytes"] + row["qparam_bytes"])
             row["bits_per_weight"] = total_bits / row["weights"] if row["weights"] else 0.0
-        return MemoryReport(by_dtype, self.program.peak_activation_bytes(batch), batch)
+        return MemoryReport(by_dtype, self.program.peak_activation_bytes(batch), batch,
+                            self.float_layers())
 
     def save(self, path):
         """Write this model to one file (see :mod:`needle_qc.runtime.serialize`)."""
@@ -158,7 +199,7 @@ def _explain_row(step):
     elif "forced" in step.note:
         status = "int8 (forced, slower)"
     else:
-        status = "int8" if step.times else "int8 (not timed)"
+        status = "int8"  # timed or not (autotune is off by default), int8 was asked for
     why = impl.why + (f"; {step.note}" if step.note else "")
     return {"node": step.node, "op": step.op, "kernel": impl.kernel, "status": status,
             "why": why, "int8_us": _us(step.times.get("int8")),
@@ -209,6 +250,7 @@ class MemoryReport:
     weights: dict
     peak_activation_bytes: int
     batch_size: int
+    float_layers: dict = field(default_factory=dict)  # asked to be quantized, run in float
 
     @property
     def total_measured_bytes(self):
@@ -223,4 +265,28 @@ class MemoryReport:
                          f"{r['bits_per_weight']:>7.2f}")
         lines.append(f"weights total {self.total_measured_bytes} B; peak activations "
                      f"{self.peak_activation_bytes} B at batch {self.batch_size}")
+        for node, why in self.float_layers.items():
+            lines.append(f"kept float: %{node} ({why})")
         return "\n".join(lines)
+
+
+@dataclass
+class TuningRecord:
+    """What autotune measured, kept apart from the model (``save`` stores no times).
+
+    ``choices`` replays the decisions: ``compile(graph, choices=record.choices)``.
+    """
+
+    example_batch: int
+    choices: dict  # node -> "primary" | "alternative"
+    times: dict  # node -> {"int8": seconds, "float": seconds}
+
+    @classmethod
+    def of(cls, program, batch):
+        timed = [s for s in program.steps if s.alternative is not None and s.times]
+        return cls(batch, {s.node: s.choice for s in timed},
+                   {s.node: dict(s.times) for s in timed})
+
+    def to_dict(self):
+        return {"example_batch": self.example_batch, "choices": dict(self.choices),
+                "times": {k: dict(v) for k, v in self.times.items()}}

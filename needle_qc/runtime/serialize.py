@@ -8,17 +8,24 @@ Layout (little-endian)::
                   CompiledModel, target, stage and the kernel choices
     aligned blob  every tensor's raw bytes at a 64-byte aligned offset (relative to the blob)
 
-``load`` checks everything and raises ``ValueError`` naming the file and what is wrong (bad
-magic, truncated at byte X, checksum mismatch for tensor T). A loaded CompiledModel is lowered
-again from its saved graph with the saved kernel choices, so it computes the same bits.
+``load`` checks everything (:mod:`needle_qc.runtime.validate`: the header's nesting and keys,
+the tensor table, the graph's lint, every qparams and weight scale, the model record) and raises
+one ``ValueError`` naming the file and what is wrong (bad magic, truncated at byte X, checksum
+mismatch for tensor T, the node whose qparams are invalid); no other exception type escapes for
+a bad file. A loaded CompiledModel is lowered again from its saved graph with the saved kernel
+choices, so it computes the same bits. Measured times are never saved: the same model gives
+the same bytes (autotune's times live in ``cm.tuning``).
 """
 
 import json
+import math
 import os
 import struct
 import zlib
 
 import numpy as np
+
+from needle_qc.runtime import validate
 
 MAGIC = b"NQC1"
 VERSION = 1
@@ -47,32 +54,42 @@ def save(obj, path):
 
 
 def load(path):
-    """Read a file written by :func:`save`; returns a Graph or a CompiledModel."""
-    doc, tensors = _read(os.fspath(path))
+    """Read a file written by :func:`save`; returns a Graph or a CompiledModel.
+
+    Raises
+    ------
+    ValueError
+        For any damaged, truncated or self-contradicting file (the message names the file and
+        the node or tensor); no other exception type escapes for a bad file.
+    """
+    path = os.fspath(path)
+    doc, tensors = _read(path)
     try:
+        validate.check_document(doc)
         graph = _graph_from(doc, tensors)
+        validate.check_graph(graph)
         if doc["kind"] == "graph":
             return graph
-        if doc["kind"] == "compiled_model":
-            return _model_from(doc["model"], graph)
-        raise ValueError(f"unknown kind {doc['kind']!r}")
-    except (KeyError, TypeError, IndexError) as e:
+        return _model_from(doc["model"], graph)
+    except (KeyError, TypeError, IndexError, AttributeError) as e:
         raise ValueError(f"{path}: malformed JSON header ({type(e).__name__}: {e})") from None
     except ValueError as e:  # the graph text or a config inside does not rebuild
         raise ValueError(f"{path}: {e}") from None
+    except (ArithmeticError, MemoryError, RecursionError, RuntimeError) as e:  # last guard
+        raise ValueError(f"{path}: the model does not rebuild ({type(e).__name__}: {e})") \
+            from None
 
 
 # ----------------------------------------------------------------------------- documents
 
 def _graph_doc(graph):
-    from needle_qc.quantize.annotate import observers_of
 
     extra = {}
     for node in graph.nodes:
         rest = {k: v for k, v in node.meta.items() if k not in _TYPED_META}
         if rest:
             extra[node.name] = rest
-    observers = {k: v.to_dict() for k, v in observers_of(graph).items()}
+    observers = {k: v.to_dict() for k, v in graph.observers.items()}
     qconfig = getattr(graph, "qconfig", None)
     doc = {"format": "needle_qc", "graph": {
         "text": str(graph), "meta": extra, "observers": observers,
@@ -82,41 +99,53 @@ def _graph_doc(graph):
 
 def _graph_from(doc, tensors):
     from needle_qc.ir.graph import Graph
-    from needle_qc.quantize.observers import observer_from_dict
     from needle_qc.quantize.qconfig import QConfig
 
     g = doc["graph"]
     graph = Graph.parse(g["text"], tensors)
-    for name, meta in g["meta"].items():
+    for name, meta in g["meta"].items():  # checked: never shape, dtype or qparams
         graph.node(name).meta.update(meta)
     graph.tensors = dict(tensors)
     if g["observers"]:
-        graph.observers = {k: observer_from_dict(v) for k, v in g["observers"].items()}
+        validate.check_observers(graph, g["observers"])
+        graph.observers = {k: _observer(k, v) for k, v in g["observers"].items()}
     if g["qconfig"] is not None:
         graph.qconfig = QConfig.from_dict(g["qconfig"])
     return graph
 
 
+def _observer(name, data):
+    from needle_qc.quantize.observers import observer_from_dict
+
+    try:
+        return observer_from_dict(data)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"observer %{name}: {e}") from None
+
+
 def _model_doc(model):
-    steps = {}
+    steps = {}  # the choices, never the times: the same model gives the same bytes
     for step in model.program.steps:
-        if step.alternative is not None or step.times:
-            steps[step.node] = {"choice": step.choice, "times": step.times, "note": step.note}
+        if step.alternative is not None:
+            steps[step.node] = {"choice": step.choice}
     return {"target": model.target, "stage": model.stage, "example_batch": model.example_batch,
             "config": model.config, "steps": steps}
 
 
 def _model_from(doc, graph):
     from needle_qc.lower.driver import lower
+    from needle_qc.pipeline import announce_float_layers, stage_of
     from needle_qc.runtime.compiled import CompiledModel
 
+    if doc["stage"] != stage_of(graph):
+        raise ValueError(f"stage {doc['stage']!r} contradicts the graph, which is at stage "
+                         f"{stage_of(graph)!r}")
     steps = doc["steps"]
     program = lower(graph, doc["target"], choices={k: v["choice"] for k, v in steps.items()})
-    for step in program.steps:
-        saved = steps.get(step.node)
-        if saved and step.op != "layout":
-            step.times, step.note = dict(saved["times"]), saved["note"]
-    return CompiledModel(program, doc["stage"], doc["example_batch"], doc["config"])
+    validate.check_steps(program, steps)
+    model = CompiledModel(program, doc["stage"], doc["example_batch"], doc["config"])
+    announce_float_layers(model, stacklevel=4)
+    return model
 
 
 # ----------------------------------------------------------------------------- bytes
@@ -169,14 +198,14 @@ def _read(path):
     if zlib.crc32(text) != json_crc:
         raise ValueError(f"{path}: checksum mismatch for the JSON header")
     try:
-        doc = json.loads(text.decode("utf-8"))
+        doc = validate.parse_json(text)
+        validate.check_table(doc.get("tensors") if isinstance(doc, dict) else None)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: the JSON header does not parse: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     blob_start = _align(end)
-    try:
-        tensors = {t["name"]: _tensor(path, data, blob_start, t) for t in doc["tensors"]}
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: malformed tensor table ({type(e).__name__}: {e})") from None
+    tensors = {t["name"]: _tensor(path, data, blob_start, t) for t in doc["tensors"]}
     return doc, tensors
 
 
@@ -185,7 +214,7 @@ def _tensor(path, data, blob_start, entry):
     if dtype not in TENSOR_DTYPES:
         raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {dtype!r}")
     shape = tuple(int(d) for d in entry["shape"])
-    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: no wrap-around
     if nbytes != entry["nbytes"] or entry["offset"] < 0 or entry["offset"] % ALIGN:
         raise ValueError(f"{path}: tensor {name!r}: table entry is inconsistent (shape {shape} "
                          f"{dtype} needs {nbytes} bytes, entry says {entry['nbytes']} at "

@@ -178,7 +178,7 @@ def test_layer_whose_accumulator_could_overflow_is_refused_naming_it():
 
 def test_never_slower_keeps_float_when_int8_measures_slower(monkeypatch):
     monkeypatch.setattr(lowering, "measure", lambda kind, fn: 2.0 if kind == "int8" else 1.0)
-    cm = compiled("mlp")
+    cm = compiled("mlp", autotune=True)
     rows = {r["node"]: r for r in cm.explain().rows}
     for name in ("fc1", "fc2"):
         assert rows[name]["status"] == "kept float (int8 slower)"
@@ -186,7 +186,7 @@ def test_never_slower_keeps_float_when_int8_measures_slower(monkeypatch):
         assert rows[name]["int8_us"] == 2e6 and rows[name]["float_us"] == 1e6
     x = inputs("mlp", 7)
     np.testing.assert_allclose(cm(x), cm.graph(x).numpy(), atol=0.05)  # the QDQ numbers
-    forced = compiled("mlp", force_int8=True)
+    forced = compiled("mlp", force_int8=True, autotune=True)
     for name in ("fc1", "fc2"):
         assert forced.explain().row(name)["status"] == "int8 (forced, slower)"
     np.testing.assert_array_equal(forced(x), forced.graph(x).numpy())
@@ -194,7 +194,7 @@ def test_never_slower_keeps_float_when_int8_measures_slower(monkeypatch):
 
 def test_never_slower_keeps_int8_when_faster(monkeypatch):
     monkeypatch.setattr(lowering, "measure", lambda kind, fn: 1.0 if kind == "int8" else 2.0)
-    cm = compiled("convnet")
+    cm = compiled("convnet", autotune=True)
     assert cm.explain().row("conv1")["status"] == "int8"
     assert cm.choices() == {"conv1": "primary", "conv2": "primary", "fc": "primary"}
 

@@ -418,7 +418,7 @@ def test_never_slower_tuning_works_for_cuda_plumbing(standin, monkeypatch):
     assert row["status"] == "kept float (int8 slower)"
     assert row["kernel"].startswith("cpu: fp32 gemm")
     assert row["why"].startswith("cpu fallback: the float version runs on the CPU")
-    forced = compile(cm.graph, target="cuda", force_int8=True)
+    forced = compile(cm.graph, target="cuda", force_int8=True, autotune=True)
     row = forced.explain().row(layer.node)
     assert row["status"] == "int8 (forced, slower)" and row["kernel"].startswith("cuda: ")
 

@@ -142,7 +142,7 @@ def test_float_version_is_lazy_and_released_when_the_kernel_is_kept(monkeypatch)
 
     monkeypatch.setattr(lowering, "measure", measure)
     g = quantize_pass(build(NET, seed=3), QConfig(weight="int8"))
-    cm = compile(g, calibration=None)
+    cm = compile(g, calibration=None, autotune=True)
     step = next(s for s in cm.program.steps if s.node == "fc")
     assert step.choice == "primary" and step.alternative is not None
     assert step.alternative.fn.release.__self__.mm is None  # no fp32 weight kept after tuning

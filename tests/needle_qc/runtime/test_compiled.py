@@ -83,7 +83,8 @@ def test_calibration_for_a_graph_without_observers_is_ignored_and_noted():
     assert cm.config["calibration"] == "ignored: the graph was already at stage 'int8'"
 
 
-def test_explain_names_kernel_reason_and_times(model):
+def test_explain_names_kernel_reason_and_times(prepared):
+    model = compile(prepared, calibration=batches((5, 4)), force_int8=True, autotune=True)
     text = str(model.explain())
     assert "gemm_u8s8_requant" in text and "quantize_f32" in text
     row = model.explain().row("fc1")

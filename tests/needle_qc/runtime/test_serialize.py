@@ -66,10 +66,14 @@ def test_kept_float_choice_survives_the_round_trip(tmp_path, monkeypatch):
     from needle_qc.lower import driver as lowering
 
     monkeypatch.setattr(lowering, "measure", lambda kind, fn: 2.0 if kind == "int8" else 1.0)
-    cm = compile(quantize_pass(mlp(), STATIC), calibration=batches((5, 4)))
+    with pytest.warns(UserWarning, match="2 layer.* run in float: %fc1"):
+        cm = compile(quantize_pass(mlp(), STATIC), calibration=batches((5, 4)), autotune=True)
     save(cm, tmp_path / "m.nqc")
-    back = load(tmp_path / "m.nqc")
+    with pytest.warns(UserWarning, match="run in float"):
+        back = load(tmp_path / "m.nqc")
     assert back.choices() == {"fc1": "alternative", "fc2": "alternative"}
+    assert b"times" not in (tmp_path / "m.nqc").read_bytes()  # timings stay in cm.tuning
+    assert cm.tuning.times["fc1"] == {"int8": 2.0, "float": 1.0}
     x = np.random.default_rng(0).standard_normal((7, 4)).astype(np.float32)
     np.testing.assert_array_equal(back(x), cm(x))
 
