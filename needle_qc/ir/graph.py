@@ -26,6 +26,7 @@ return %relu
 """
 
 import contextlib
+import copy
 import difflib
 import re
 
@@ -164,6 +165,11 @@ class Graph:
         self._version = 0
         self._param_cache = {}  # the interpreter's Tensors for self.tensors, per device
         self.tensors: dict[str, np.ndarray] = {}
+        self.observers: dict = {}
+        """Observer node name -> its statistics (an object with ``to_dict()``), filled by
+        insert-observers and calibration; copied by :meth:`copy`, written by ``save``."""
+        self.qconfig = None
+        """The QConfig ``quantize_pass`` prepared this graph with (None for a float graph)."""
 
     # ------------------------------------------------------------------ access
 
@@ -363,7 +369,8 @@ class Graph:
         self._by_name[name] = node
 
     def copy(self):
-        """A deep copy of the nodes; tensor arrays are shared (never mutate them in place)."""
+        """A deep copy of the nodes, observers and qconfig; tensor arrays are shared (never
+        mutate them in place)."""
         new = Graph()
         new.tensors = dict(self.tensors)
         mapping = {}
@@ -374,6 +381,10 @@ class Graph:
             new._nodes.append(copied)
             new._by_name[node.name] = copied
         new._name_counters = dict(self._name_counters)
+        # each copy calibrates on its own: observers are deep-copied, for the nodes it has
+        new.observers = {k: copy.deepcopy(v) for k, v in self.observers.items()
+                         if k in new._by_name}
+        new.qconfig = copy.deepcopy(self.qconfig)
         return new
 
     # ------------------------------------------------------------------ checks and views

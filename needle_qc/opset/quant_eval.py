@@ -84,7 +84,7 @@ def _output_stage(acc64, s_in, s_w, attrs, ctx):
 def eval_observer(inputs, attrs, ctx):
     """Identity; feeds the batch to ``graph.observers[node.name]``."""
     node = ctx.node
-    observers = getattr(ctx.graph, "observers", None) or {}
+    observers = ctx.graph.observers
     if node.name not in observers:
         raise IRError(f"%{node.name}: observer has no statistics object in graph.observers "
                       "(build observed graphs with quantize_pass / insert-observers)")

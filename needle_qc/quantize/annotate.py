@@ -11,7 +11,6 @@ import numpy as np
 
 from needle_qc.errors import IRError
 from needle_qc.opset import FLOAT_DTYPES, traits
-from needle_qc.quantize.observers import observer_from_dict
 from needle_qc.quantize.qconfig import QConfig
 
 
@@ -27,21 +26,8 @@ def is_activation_op(node):
 
 
 def observers_of(graph):
-    """``graph.observers`` (name -> Observer), created empty when missing."""
-    observers = getattr(graph, "observers", None)
-    if observers is None:
-        observers = {}
-        graph.observers = observers
-    return observers
-
-
-def copy_graph(graph):
-    """``graph.copy()`` with its own copy of the observers (the IR's copy drops them)."""
-    new = graph.copy()
-    names = {node.name for node in new.nodes}
-    new.observers = {k: observer_from_dict(v.to_dict())
-                     for k, v in observers_of(graph).items() if k in names}
-    return new
+    """``graph.observers`` (kept while code written before Graph declared it moves over)."""
+    return graph.observers
 
 
 def _is_param(node):

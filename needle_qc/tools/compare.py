@@ -419,12 +419,10 @@ def compare(float_graph, quantized, batches, device=None):
     """
     from needle_qc.ir.graph import Graph
     from needle_qc.passes import FLOAT_PIPELINE, run_passes
-    from needle_qc.quantize.annotate import copy_graph
-
     if not isinstance(float_graph, Graph):
         raise TypeError(f"compare: float_graph must be a Graph, got {type(float_graph).__name__}")
-    q_graph = copy_graph(_graph_of(quantized))  # a copy: observers must not record these runs
-    ref_graph = copy_graph(float_graph)
+    q_graph = _graph_of(quantized).copy()  # a copy: observers must not record these runs
+    ref_graph = float_graph.copy()
     run_passes(ref_graph, FLOAT_PIPELINE)
     runner = _runner(quantized)
     matcher = _Matcher(ref_graph, q_graph)

@@ -15,7 +15,6 @@ from needle_qc.quantize.annotate import (
     is_weight_layer,
     mode_of,
     node_config,
-    observers_of,
 )
 from needle_qc.quantize.observers import make_observer
 
@@ -70,7 +69,7 @@ def _observe(graph, value, cfg):
     if "module_path" in value.meta:
         obs.meta["module_path"] = value.meta["module_path"]
     value.replace_all_uses_with(obs, except_for=[obs])
-    observers_of(graph)[obs.name] = make_observer_for(cfg, obs.name)
+    graph.observers[obs.name] = make_observer_for(cfg, obs.name)
     return obs
 
 

@@ -6,7 +6,7 @@ import pytest
 from needle_qc.errors import IRError
 from needle_qc.passes import get_pass
 from needle_qc.quantize import MinMaxObserver, QConfig
-from needle_qc.quantize.annotate import annotate_qconfig, observers_of
+from needle_qc.quantize.annotate import annotate_qconfig
 from needle_qc.quantize.api import quantize_pass
 from tests.needle_qc.quantize.qpass_models import MLP, batches, build, convnet, mlp
 
@@ -52,8 +52,8 @@ def test_mlp_observed_text():
     prepared = quantize_pass(g, STATIC)
     assert str(g) == before, "quantize_pass must leave its argument alone"
     assert str(prepared) == MLP_OBSERVED
-    assert sorted(observers_of(prepared)) == ["fc1_obs", "fc2_obs", "x_obs"]
-    assert all(isinstance(o, MinMaxObserver) for o in observers_of(prepared).values())
+    assert sorted(prepared.observers) == ["fc1_obs", "fc2_obs", "x_obs"]
+    assert all(isinstance(o, MinMaxObserver) for o in prepared.observers.values())
 
 
 def test_observed_graph_is_the_float_model_and_records():
@@ -62,7 +62,7 @@ def test_observed_graph_is_the_float_model_and_records():
     prepared = quantize_pass(g, STATIC)
     x = rng.standard_normal((5, 4)).astype(np.float32)
     np.testing.assert_allclose(prepared(x).numpy(), g(x).numpy(), rtol=1e-6, atol=1e-6)
-    stats = observers_of(prepared)["x_obs"]
+    stats = prepared.observers["x_obs"]
     assert stats.n_updates == 1
     assert stats.range() == (pytest.approx(float(x.min())), pytest.approx(float(x.max())))
 
@@ -81,12 +81,12 @@ def test_shared_reshape_gets_no_observer():
     flatten = prepared.node("flatten")
     assert flatten.inputs[0].name == "conv2_obs"
     assert [u.op for u in flatten.users] == ["linear"]
-    assert sorted(observers_of(prepared)) == ["conv1_obs", "conv2_obs", "fc_obs", "x_obs"]
+    assert sorted(prepared.observers) == ["conv1_obs", "conv2_obs", "fc_obs", "x_obs"]
 
 
 def test_histogram_observer_from_config():
     prepared = quantize_pass(mlp(), STATIC.replace(observer="percentile", percentile=99.0))
-    stats = observers_of(prepared)["fc1_obs"]
+    stats = prepared.observers["fc1_obs"]
     assert stats.kind == "histogram" and stats.method == "percentile"
     assert stats.percentile == 99.0
 
@@ -106,12 +106,12 @@ def test_weight_only_config_inserts_no_observer():
 def test_without_float_pipeline_a_separate_relu_is_observed_after_it():
     prepared = quantize_pass(mlp(), STATIC, float_pipeline=False)
     assert prepared.node("relu_obs").inputs[0].name == "relu"
-    assert "fc1_obs" not in observers_of(prepared)
+    assert "fc1_obs" not in prepared.observers
 
 
 def test_observer_without_statistics_is_an_error():
     prepared = quantize_pass(mlp(), STATIC)
-    del observers_of(prepared)["fc1_obs"]
+    del prepared.observers["fc1_obs"]
     with pytest.raises(IRError, match="fc1_obs: observer has no statistics"):
         prepared(batches((2, 4), 1)[0])
 
