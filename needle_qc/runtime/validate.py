@@ -79,6 +79,7 @@ def check_table(entries):
         if name in seen:
             raise ValueError(f"tensor {name!r} appears twice in the tensor table")
         seen.add(name)
+        _need(entry.get("dtype"), str, f"tensor {name!r} dtype")
         for key in ("offset", "nbytes", "crc32"):
             if not _is_int(entry.get(key)) or entry[key] < 0:
                 raise ValueError(f"tensor {name!r}: {key}={entry.get(key)!r} is not an int >= 0")
