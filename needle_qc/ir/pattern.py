@@ -56,14 +56,18 @@ class Match:
 
 @dataclass(frozen=True)
 class Rule:
-    """``fn(node) -> Node | None`` tried on every node whose op is ``op`` (None: any op).
+    """``fn(node)`` tried on every node whose op is ``op`` (a name, a tuple of names, or None:
+    any op).
 
-    ``fn`` returns a node computing the same value (nodes it creates are inserted right before
-    ``node``) or None to leave ``node`` alone.
+    By default ``fn`` returns a node computing the same value (nodes it creates are inserted
+    right before ``node``; the driver rewires the users and erases ``node``) or None to leave
+    ``node`` alone. An ``in_place`` rule does its own surgery (several nodes, names) and returns
+    True when it changed the graph.
     """
 
     op: object
     fn: object
+    in_place: bool = False
 
 
 # ----------------------------------------------------------------------------- tracing
@@ -211,12 +215,14 @@ def replace_pattern(g, pattern_fn, replacement_fn, example_inputs=None):
     return matches
 
 
-def rewrite(g, rules, max_iterations=100):
+def rewrite(g, rules, max_iterations=100, after_sweep=None):
     """Apply ``rules`` to every node, sweep after sweep, until none fires (a fixed point).
 
+    The first rule that fires on a node wins for that sweep. ``after_sweep(g) -> bool`` runs
+    after each sweep (e.g. ``Graph.eliminate_dead_code``); its True keeps the sweeps going.
     Returns the number of rewrites; IRError if ``max_iterations`` sweeps still change the graph
     (a rule that undoes another). Replaced nodes are erased; their inputs may become dead
-    (run ``dce``).
+    (run ``dce``, or pass it as ``after_sweep``).
     """
     for rule in rules:
         if not isinstance(rule, Rule) or not callable(rule.fn):
@@ -224,7 +230,8 @@ def rewrite(g, rules, max_iterations=100):
     total = 0
     for _ in range(max_iterations):
         fired = _sweep(g, rules)
-        if not fired:
+        cleaned = after_sweep(g) if after_sweep is not None else False
+        if not fired and not cleaned:
             return total
         total += fired
     raise IRError(f"rewrite: rules still changed the graph after {max_iterations} sweeps; "
@@ -239,6 +246,14 @@ def _sweep(g, rules):
                 continue
             with g.inserting_before(node):
                 new = rule.fn(node)
+            if rule.in_place:
+                if new is True:
+                    fired += 1
+                    break
+                if new is not False and new is not None:
+                    raise IRError(f"rewrite: in-place rule for {rule.op!r} returned {new!r} for "
+                                  f"%{node.name}; expected True (changed) or False")
+                continue
             if new is None or new is node:
                 continue
             if not isinstance(new, Node) or new.graph is not g:

@@ -11,6 +11,7 @@ The ``linear`` and ``conv2d`` rows declare the optional attr ``activation`` (abs
 and ``add_relu`` is a row of the op table (:mod:`needle_qc.opset.highlevel`).
 """
 
+from needle_qc.ir.pattern import Rule, rewrite
 from needle_qc.opset import get_op
 from needle_qc.passes import register_pass
 
@@ -24,38 +25,41 @@ def _sole_relu_user(node):
     return None
 
 
-def fuse_layer(graph, layer, relu):
-    """Give ``layer`` ``activation="relu"`` and drop ``relu``."""
+def fuse_relu_into_layer(layer):
+    """A layer whose row declares ``activation``, read only by a relu: set the attr, drop it."""
+    relu = _sole_relu_user(layer)
+    if relu is None or "activation" not in get_op(layer.op).attrs or layer.attrs.get("activation"):
+        return False
     layer.attrs["activation"] = "relu"
     relu.replace_all_uses_with(layer)
-    graph.erase(relu)
+    layer.graph.erase(relu)
+    return True
 
 
-def fuse_add(graph, add, relu):
-    """Replace ``add`` + ``relu`` by one ``add_relu`` node where the relu was."""
+def fuse_relu_into_add(add):
+    """``add`` read only by a relu -> one ``add_relu`` node where the relu was."""
+    relu = _sole_relu_user(add)
+    if relu is None:
+        return False
+    graph = add.graph
     with graph.inserting_before(relu):
         fused = graph.call("add_relu", add.inputs, name=f"{add.name}_relu",
                            meta={k: v for k, v in relu.meta.items()})
     relu.replace_all_uses_with(fused)
     graph.erase(relu)
     graph.erase(add)
+    return True
+
+
+RULES = (
+    # relu(layer(x)) -> layer(x) {activation="relu"}
+    Rule(None, fuse_relu_into_layer, in_place=True),
+    # relu(add(a, b)) -> add_relu(a, b)
+    Rule("add", fuse_relu_into_add, in_place=True),
+)
 
 
 @register_pass("fuse-activations")
 def fuse_activations(graph):
     """Fuse every eligible relu (in place); True if any."""
-    changed = False
-    for node in graph.nodes:
-        if node.graph is None:
-            continue  # erased by an earlier fusion in this sweep
-        relu = _sole_relu_user(node)
-        if relu is None:
-            continue
-        if "activation" in get_op(node.op).attrs and not node.attrs.get("activation"):
-            fuse_layer(graph, node, relu)
-        elif node.op == "add":
-            fuse_add(graph, node, relu)
-        else:
-            continue
-        changed = True
-    return changed
+    return rewrite(graph, RULES) > 0

@@ -25,6 +25,7 @@ the lowering shifts a ``u8`` weight and its zero point by -128 when it packs the
 
 import numpy as np
 
+from needle_qc.ir.pattern import Rule, rewrite
 from needle_qc.passes import register_pass
 from needle_qc.quantize.annotate import fused_output, has_relu, mode_of, rename_node
 from needle_qc.quantize.passes.insert_observers import shares_input_qparams
@@ -66,10 +67,9 @@ def _call(graph, before, op, inputs, attrs, name, qparams_from=None):
 
 # ----------------------------------------------------------------------------- rules
 
-def fold_quantize_dequantize(graph, node):
+def fold_quantize_dequantize(node):
     """quantize(dequantize(q)) -> q, or requantize(q) when the qparams differ."""
-    if node.op != "quantize":
-        return False
+    graph = node.graph
     source = _act_source(node.inputs[0])
     if source is None:
         return False
@@ -83,8 +83,9 @@ def fold_quantize_dequantize(graph, node):
     return True
 
 
-def shared_on_integers(graph, node):
+def shared_on_integers(node):
     """A shared-qparams op on dequantize(q) -> the op on q, then one dequantize."""
+    graph = node.graph
     if shares_input_qparams(node):
         sources = [_act_source(node.inputs[0])]
     elif node.op == "maximum":
@@ -146,9 +147,10 @@ def _output_of(node):
     return value, None
 
 
-def fuse_layer(graph, node):
+def fuse_layer(node):
     """Static linear/conv2d in QDQ form -> qlinear/qconv2d."""
-    if node.op not in ("linear", "conv2d") or mode_of(node) != "static":
+    graph = node.graph
+    if mode_of(node) != "static":
         return False
     x_q = _act_source(node.inputs[0])
     parts = _weight_parts(node.inputs[1]) if x_q is not None else None
@@ -166,9 +168,10 @@ def fuse_layer(graph, node):
     return True
 
 
-def fuse_activation_op(graph, node):
+def fuse_activation_op(node):
     """Static add/add_relu -> qadd, matmul -> qmatmul, on two dequantized activations."""
-    if node.op not in ("add", "add_relu", "matmul") or mode_of(node) != "static":
+    graph = node.graph
+    if mode_of(node) != "static":
         return False
     sources = [_act_source(i) for i in node.inputs]
     if None in sources:
@@ -188,20 +191,20 @@ def fuse_activation_op(graph, node):
     return True
 
 
-RULES = (fold_quantize_dequantize, shared_on_integers, fuse_layer, fuse_activation_op)
+RULES = (
+    # quantize(dequantize(q)) -> q | requantize(q)
+    Rule("quantize", fold_quantize_dequantize, in_place=True),
+    # op(dequantize(q)) -> dequantize(op(q)) for ops that keep their input's qparams
+    Rule(None, shared_on_integers, in_place=True),
+    # quantize(layer(dequantize(x_q), dequantize(w_q), dequantize(b_i32))) -> qlayer(x_q, w_q..)
+    Rule(("linear", "conv2d"), fuse_layer, in_place=True),
+    # quantize(add[_relu](dequantize(a), dequantize(b))) -> qadd(a, b); matmul -> qmatmul
+    Rule(("add", "add_relu", "matmul"), fuse_activation_op, in_place=True),
+)
 
 
 @register_pass("fuse-qdq")
 def fuse_qdq(graph):
     """QDQ graph -> integer graph (in place); True if anything changed."""
-    changed = False
-    progress = True
-    while progress:
-        progress = False
-        for node in graph.nodes:
-            if node.graph is None:
-                continue
-            if any(rule(graph, node) for rule in RULES):
-                progress = changed = True
-        progress |= graph.eliminate_dead_code()
-    return changed
+    return rewrite(graph, RULES, max_iterations=10_000,
+                   after_sweep=lambda g: g.eliminate_dead_code()) > 0

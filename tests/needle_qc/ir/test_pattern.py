@@ -121,6 +121,33 @@ def test_rule_returning_a_non_node_is_reported():
         rewrite(g, [("exp", print)])
 
 
+def test_in_place_rule_does_its_own_surgery_and_after_sweep_cleans_up():
+    """negate(negate(x)) -> x done by the rule itself; the dead inner negate goes in after_sweep."""
+    g = parse("%x = placeholder() : f32[N,2]\n%a = negate(%x) : f32[N,2]\n"
+              "%b = negate(%a) : f32[N,2]\n%c = exp(%b) : f32[N,2]\nreturn %c")
+    before = run(g, np.arange(4, dtype=np.float32).reshape(2, 2))
+
+    def cancel(node):
+        inner = node.inputs[0]
+        if inner.op != "negate":
+            return False
+        node.replace_all_uses_with(inner.inputs[0])
+        node.graph.erase(node)
+        return True
+
+    count = rewrite(g, [Rule("negate", cancel, in_place=True)],
+                    after_sweep=lambda graph: graph.eliminate_dead_code())
+    assert count == 1
+    assert str(g) == "%x = placeholder() : f32[N,2]\n%c = exp(%x) : f32[N,2]\nreturn %c"
+    np.testing.assert_array_equal(run(g, np.arange(4, dtype=np.float32).reshape(2, 2)), before)
+
+
+def test_in_place_rule_must_say_true_or_false():
+    g = parse("%x = placeholder() : f32[N,2]\n%a = exp(%x) : f32[N,2]\nreturn %a")
+    with pytest.raises(IRError, match="expected True"):
+        rewrite(g, [Rule("exp", lambda node: node, in_place=True)])
+
+
 def test_module_docstring_example_runs():
     import doctest
 
