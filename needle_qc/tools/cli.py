@@ -1,13 +1,19 @@
 """The ``needle-qc`` command (also ``python -m needle_qc``): demo, report, draw, quantize.
 
-Bad use (unknown model, missing file, wrong data type, a checkpoint of another model) prints
-one line, ``needle-qc: error: ...`` with the valid choices, and exits with status 2.
+Bad use (unknown model, missing file, wrong data type, a checkpoint of another model, a
+checkpoint with NaN/Inf weights, a ``module:factory`` that raises, an output path that cannot
+be written) prints one line, ``needle-qc: error: ...`` with the valid choices, and exits with
+status 2. Output paths are checked before any work starts; missing folders are never created
+silently (the folder of ``--out`` must exist). Files are written to a temporary name in the
+target folder and renamed into place, so a failed write leaves no partial file.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 
 __all__ = ["main", "build_parser", "UsageError", "EXIT_USAGE"]
 
@@ -16,6 +22,8 @@ STAGES = ("float", "observed", "qdq", "int8")
 DATA_TYPES = ("int8", "uint8", "int4", "fp16", "bf16")
 ACTIVATIONS = ("none", "static", "dynamic")
 DRAW_SUFFIXES = (".svg", ".png", ".pdf", ".dot", ".gv")
+WEIGHT_ONLY_TYPES = ("int4", "fp16", "bf16")
+"""Data types whose default is weight-only (static activations refuse them)."""
 DEMO_MODEL = "small_cnn"
 CACHE_DIR = os.path.join("out", "checkpoints")
 """Where checkpoints trained by the CLI (when a committed one is missing) are cached."""
@@ -46,8 +54,8 @@ def _quant_options(parser, required):
                         default=None if required else "int8",
                         help="weight data type" + ("" if required else " (default int8)"))
     parser.add_argument("--activation", choices=ACTIVATIONS, default=None,
-                        help="activation quantization (default: static for integer weights, "
-                        "none for fp16/bf16)")
+                        help="activation quantization (default: static for int8/uint8 "
+                        "weights, none for int4/fp16/bf16)")
     parser.add_argument("--calibration-batches", type=_positive, default=8, metavar="N",
                         help="training batches used to calibrate (default 8)")
 
@@ -135,8 +143,8 @@ def _qconfig(args):
     from needle_qc.quantize import QConfig
 
     activation = args.activation
-    if activation is None:  # fp16/bf16 are weight-only; integer weights default to static
-        activation = "none" if args.data_type in ("fp16", "bf16") else "static"
+    if activation is None:  # int4/fp16/bf16 are weight-only; int8/uint8 default to static
+        activation = "none" if args.data_type in WEIGHT_ONLY_TYPES else "static"
     try:
         return QConfig(weight=args.data_type, activation=None if activation == "none"
                        else activation)
@@ -152,14 +160,45 @@ def _load(args, name, checkpoint=None):
     device = _device(args.device)
     if checkpoint is None:
         return report.load_model(name, device, CACHE_DIR, args.seed, progress=not args.no_progress)
+    if os.path.isdir(checkpoint):
+        raise UsageError(f"checkpoint {checkpoint} is a directory; expected a .npz file")
     if not os.path.isfile(checkpoint):
         raise UsageError(f"checkpoint not found: {checkpoint}")
-    model = entry.build(device)
+    model = _build(entry, name, device)
     try:
         zoo.load_checkpoint(model, checkpoint, name)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    except Exception as err:  # noqa: BLE001 - numpy/zipfile raise many kinds for a bad file
+        raise UsageError(f"checkpoint {checkpoint} is not a readable .npz state dict "
+                         f"({type(err).__name__}: {_first_line(err)})") from None
+    _require_finite(model, checkpoint)
     return model.eval(), f"checkpoint {checkpoint}"
+
+
+def _build(entry, name, device):
+    """``entry.build``; a user factory that raises is the user's error, said in one line."""
+    try:
+        return entry.build(device)
+    except Exception as err:  # noqa: BLE001 - any exception of user code
+        raise UsageError(f"model {name!r}: its factory raised {type(err).__name__}: "
+                         f"{_first_line(err)}") from None
+
+
+def _require_finite(model, checkpoint):
+    import numpy as np
+
+    for key, value in model.state_dict().items():
+        array = value.numpy() if hasattr(value, "numpy") else value
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise UsageError(f"checkpoint {checkpoint}: {key} holds {bad} NaN/Inf values; "
+                             "quantizing it would give NaN scales (retrain or fix the weights)")
+
+
+def _first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0] if text else "no message"
 
 
 def _trace(name, model):
@@ -190,6 +229,7 @@ def cmd_demo(args):
     from needle_qc.tools import report
 
     device = _device(args.device)
+    _check_out_folder(args.out)
     os.makedirs(args.out, exist_ok=True)
     progress = not args.no_progress
     # trains and caches the model when its checkpoint is missing; run() then finds the cache
@@ -228,6 +268,7 @@ def cmd_report(args):
         raise UsageError(f"unknown scheme(s) {', '.join(unknown)}; valid: "
                          f"{', '.join(report.SCHEMES)}")
     _device(args.device)
+    _check_out_folder(args.out)
     rep = report.run(args.models, args.schemes, quick=args.quick, seed=args.seed,
                      device=args.device, progress=not args.no_progress,
                      cache_dir=CACHE_DIR)
@@ -248,6 +289,7 @@ def cmd_draw(args):
     if os.path.splitext(args.out)[1].lower() not in DRAW_SUFFIXES:
         raise UsageError(f"--out {args.out}: unknown file type; use one of "
                          f"{', '.join(DRAW_SUFFIXES)}")
+    _check_out_file(args.out)
     cfg = _qconfig(args) if args.stage != "float" else None
     model, _ = _load(args, args.model, args.checkpoint)
     graph = _trace(args.model, model)
@@ -255,16 +297,56 @@ def cmd_draw(args):
         from needle_qc.quantize.api import prepare_stages
 
         batches = _calibration(args.model, args.calibration_batches)
-        graph = prepare_stages(graph, cfg, batches, progress=not args.no_progress)[args.stage]
-    _mkdir_for(args.out)
+        with _as_usage_error(args.model):
+            graph = prepare_stages(graph, cfg, batches,
+                                   progress=not args.no_progress)[args.stage]
     written = draw(graph, args.out)
     print(f"wrote {written} ({args.model}, stage {args.stage}, {len(graph.nodes)} nodes)")
     return 0
 
 
-def _mkdir_for(path):
+def _check_out_file(path):
+    """Refuse, before any work, an ``--out`` file that cannot be written: a directory, a
+    device or other non-regular file, a folder that does not exist (never created silently),
+    a folder without write permission."""
+    if os.path.isdir(path):
+        raise UsageError(f"--out {path} is a directory; give a file name")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UsageError(f"--out {path} is not a regular file")
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    if not os.path.isdir(folder):
+        raise UsageError(f"--out {path}: folder {folder} does not exist (create it first)")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".needle-qc-"):
+            pass
+    except OSError as err:
+        raise UsageError(f"--out {path}: cannot write in {folder} ({err.strerror})") from None
+
+
+def _check_out_folder(path):
+    """An output folder may be created, but only inside a folder that exists."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--out {path} exists and is not a folder")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"--out {path}: folder {parent} does not exist (create it first)")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"--out {path}: folder {parent} is not writable")
+
+
+def _write_via_temp(path, write):
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".needle-qc-", suffix=".part")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise UsageError(f"--out {path}: writing failed ({err.strerror or err})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def cmd_quantize(args):
@@ -272,20 +354,34 @@ def cmd_quantize(args):
     from needle_qc.quantize.api import calibrate, quantize_pass
 
     _entry(args.model)
+    _check_out_file(args.out)
     cfg = _qconfig(args)
     model, how = _load(args, args.model, args.checkpoint)
     graph = _trace(args.model, model)
-    prepared = quantize_pass(graph, cfg)
-    calibrate(prepared, _calibration(args.model, args.calibration_batches),
-              progress=not args.no_progress)
-    cm = compile_graph(prepared, target=args.device)
-    _mkdir_for(args.out)
-    cm.save(args.out)
+    with _as_usage_error(args.model):
+        prepared = quantize_pass(graph, cfg)
+        calibrate(prepared, _calibration(args.model, args.calibration_batches),
+                  progress=not args.no_progress)
+        cm = compile_graph(prepared, target=args.device)
+    _write_via_temp(args.out, cm.save)
     print(f"{args.model} ({how}) quantized: weight {cfg.weight}, activation "
           f"{cfg.activation or 'none'}")
-    print(cm.memory_report())
+    print(cm.memory_report())  # lists every layer kept float ("kept float: %node (why)")
+    kept = cm.float_layers()
+    if kept:
+        print(f"note: {len(kept)} layer(s) run in float: {', '.join(kept)}")
     print(f"wrote {args.out}")
     return 0
+
+
+@contextlib.contextmanager
+def _as_usage_error(model):
+    """ValueError from the library (bad settings for this model, NaN data, a layer that
+    cannot be compiled) -> one line naming the model."""
+    try:
+        yield
+    except ValueError as err:
+        raise UsageError(f"{model}: {_first_line(err)}") from None
 
 
 COMMANDS = {"demo": cmd_demo, "report": cmd_report, "draw": cmd_draw, "quantize": cmd_quantize}

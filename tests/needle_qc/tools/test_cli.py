@@ -233,3 +233,83 @@ def test_cuda_without_a_gpu_is_a_usage_error(capsys):
     if ndl.cuda().enabled():
         pytest.skip("a GPU is present: --device cuda is valid here")
     _fails_with(capsys, ["demo", "--device", "cuda"], r"device 'cuda' is not available")
+
+
+# ----------------------------------------------------------------------------- issue 14
+
+def _quantize(*extra, out="q.nqc", ckpt=MLP_CKPT, model="mlp"):
+    return ["quantize", str(ckpt), "--model", model, "--data-type", "int8", "--out", str(out),
+            "--no-progress", *extra]
+
+
+def test_int4_defaults_to_weight_only(capsys, tmp_path):
+    out = tmp_path / "q4.nqc"
+    argv = _quantize(out=out)
+    argv[argv.index("int8")] = "int4"
+    assert cli.main(argv) == 0
+    assert "activation none" in capsys.readouterr().out and out.is_file()
+
+
+def test_int4_with_static_activations_is_one_line(capsys, tmp_path):
+    argv = _quantize("--activation", "static", out=tmp_path / "q.nqc")
+    argv[argv.index("int8")] = "int4"
+    _fails_with(capsys, argv, r"static.*int4")
+
+
+@pytest.mark.parametrize("where", ["directory", "missing folder", "proc", "dev full"])
+def test_unwritable_out_is_refused_before_any_work(capsys, tmp_path, monkeypatch, where):
+    out = {"directory": tmp_path, "missing folder": tmp_path / "nonexistent" / "a.nqc",
+           "proc": "/proc/needle_qc_test.nqc", "dev full": "/dev/full"}[where]
+    if where in ("proc", "dev full") and not os.path.exists(os.path.dirname(str(out))):
+        pytest.skip(f"no {out} on this system")
+    monkeypatch.setattr(cli, "_load", lambda *a: pytest.fail("work started before --out check"))
+    _fails_with(capsys, _quantize(out=out), r"--out .*(directory|does not exist|cannot write"
+                                            r"|not a regular file)")
+    assert not (tmp_path / "nonexistent").exists()  # no silent directory creation
+
+
+def test_draw_does_not_create_missing_folders(capsys, tmp_path):
+    _fails_with(capsys, ["draw", "mlp", "--out", str(tmp_path / "new" / "g.dot")],
+                r"folder .*new does not exist")
+    assert not (tmp_path / "new").exists()
+
+
+def test_checkpoint_with_nan_weights(capsys, tmp_path):
+    model = zoo.build("mlp")
+    zoo.load_checkpoint(model, MLP_CKPT, "mlp")
+    first = next(iter(model.state_dict()))
+    state = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in model.state_dict().items()}
+    state[first] = state[first].copy()
+    state[first].flat[0] = np.nan
+    model.load_state_dict(state)
+    path = tmp_path / "nan.npz"
+    zoo.save_checkpoint(model, "mlp", str(path))
+    _fails_with(capsys, _quantize(ckpt=path, out=tmp_path / "q.nqc"),
+                rf"{first} holds 1 NaN/Inf values")
+
+
+def test_directory_as_checkpoint(capsys, tmp_path):
+    _fails_with(capsys, _quantize(ckpt=tmp_path, out=tmp_path / "q.nqc"),
+                r"checkpoint .* is a directory; expected a \.npz file")
+
+
+def test_garbage_checkpoint(capsys, tmp_path):
+    path = tmp_path / "junk.npz"
+    path.write_bytes(b"not a zip file at all")
+    _fails_with(capsys, _quantize(ckpt=path, out=tmp_path / "q.nqc"),
+                r"junk\.npz.* not a readable")
+
+
+def test_factory_that_raises(capsys, tmp_path, monkeypatch):
+    name = f"h14_raising_{os.getpid()}"
+    (tmp_path / f"{name}.py").write_text("def build():\n    raise RuntimeError('boom')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    np.savez(tmp_path / "w.npz", weight=np.zeros(3, np.float32))
+    try:
+        _fails_with(capsys, _quantize(ckpt=tmp_path / "w.npz", out=tmp_path / "q.nqc",
+                                      model=f"{name}:build"),
+                    r"its factory raised RuntimeError: boom")
+    finally:
+        sys.modules.pop(name, None)
