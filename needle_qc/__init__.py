@@ -23,12 +23,13 @@ from needle_qc.runtime.compiled import CompiledModel
 from needle_qc.runtime.serialize import load, save
 from needle_qc.tools import zoo
 from needle_qc.tools.compare import CompareReport, compare, deviation
+from needle_qc.tools.export_onnx import export_onnx
 from needle_qc.tools.viz import draw
 
 __all__ = [
     "CompareReport", "CompiledModel", "FLOAT_PIPELINE", "Graph", "IRError", "Interpreter",
     "Node", "OpDef", "QConfig", "Rule", "TraceError", "calibrate", "compare", "compile",
-    "convert", "deviation", "draw", "get_op", "get_pass", "list_passes", "load",
+    "convert", "deviation", "draw", "export_onnx", "get_op", "get_pass", "list_passes", "load",
     "make_observer", "ops", "passes", "prepare_stages", "quantize", "quantize_pass",
     "register_op", "register_pass", "replace_pattern", "rewrite", "run_passes", "save",
     "to_integer", "trace", "zoo",
