@@ -29,6 +29,8 @@ BUILTIN_MODULES = (
     "needle_qc.passes.fuse_activations", "needle_qc.quantize.passes.convert",
     "needle_qc.quantize.passes.dynamic", "needle_qc.quantize.passes.fuse_qdq",
     "needle_qc.quantize.passes.insert_observers", "needle_qc.quantize.passes.weight_only",
+    "needle_qc.quantize.passes.equalize", "needle_qc.quantize.passes.layer_stats",
+    "needle_qc.quantize.passes.smoothquant",
 )
 """Modules whose ``@register_pass`` functions are the built-in passes, imported on first use."""
 _builtins_loaded = False

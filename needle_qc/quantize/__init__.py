@@ -1,4 +1,5 @@
 """Quantization numerics: config, observers, qparams, low-bit formats and NumPy reference ops."""
+from needle_qc.quantize import layer_stats as _layer_stats  # noqa: F401  (its observer kind)
 from needle_qc.quantize.lowbit import (
     QuantizedWeight,
     bf16_to_float32,

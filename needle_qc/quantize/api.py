@@ -18,8 +18,10 @@ import numpy as np
 
 from needle_qc.quantize.annotate import annotate_qconfig, copy_graph, observers_of
 
-QUANT_PASSES = ["insert-observers", "weight-only", "dynamic"]
-"""What ``quantize_pass`` runs after the float pipeline."""
+QUANT_PASSES = ["equalize", "insert-observers", "insert-smoothquant-stats", "insert-layer-stats",
+                "weight-only", "dynamic"]
+"""What ``quantize_pass`` runs after the float pipeline (``equalize``, the SmoothQuant and layer
+statistics passes change nothing unless the config asks for them)."""
 
 
 def _passes():
@@ -111,6 +113,12 @@ def calibrate(prepared, batches, progress=True):
     """
     from tqdm import tqdm
 
+    from needle_qc.quantize.passes.smoothquant import calibrate_smoothquant, smoothing_pending
+
+    if smoothing_pending(prepared):  # SmoothQuant: measure, smooth, then calibrate afresh
+        count = len(prepared.placeholders)
+        batches = calibrate_smoothquant(
+            prepared, batches, lambda b: prepared(*_batch_inputs(b, count)), progress)
     names = [n.name for n in prepared.find("observer")]
     count = 0
     if names:

@@ -9,6 +9,7 @@ ACTIVATION_DTYPES = ("uint8", "int8")
 WEIGHT_GRANULARITIES = (None, "per_tensor", "per_channel", "per_group")
 ACTIVATION_GRANULARITIES = ("per_tensor", "per_token")
 OBSERVERS = ("minmax", "moving_average", "percentile", "entropy", "mse")
+ROUNDINGS = ("nearest", "gptq")
 _FLOAT_WEIGHTS = ("fp16", "bf16")
 _LOW_BIT = ("int4", "uint4")
 
@@ -40,6 +41,19 @@ class QConfig:
     observer : {"minmax", "moving_average", "percentile", "entropy", "mse"}
     percentile : float
         In (0, 100], used by the percentile observer.
+    rounding : {"nearest", "gptq"}
+        How integer weights are rounded: to nearest (RTN), or GPTQ (Hessian-aware with error
+        feedback, calibrated on the layer inputs; ``gptq_percdamp`` damping relative to the mean
+        Hessian diagonal, ``gptq_act_order`` processes inputs by decreasing Hessian diagonal).
+    bias_correction : bool
+        Fold the expected output shift of the weight rounding, ``E[x] (W - W_q)``, into the bias
+        (calibrated layer input means).
+    equalization : bool
+        Cross-layer equalization of conv/linear pairs with a ReLU or nothing between them (after
+        batch norm folding; float outputs unchanged).
+    smoothquant : None, float in [0, 1] or "auto"
+        SmoothQuant migration strength alpha for linear layers fed by a LayerNorm (static
+        activations only); "auto" picks alpha on the calibration data.
     module_types, module_paths : dict[str, QConfig | None]
         Overrides by module type name (``"Linear"``) and by dotted module path
         (``"layer1.0.conv"``; a path also covers its children). None keeps the module float.
@@ -55,6 +69,12 @@ class QConfig:
     activation_symmetric: bool = False
     observer: str = "minmax"
     percentile: float = 99.99
+    rounding: str = "nearest"
+    gptq_percdamp: float = 0.01
+    gptq_act_order: bool = False
+    bias_correction: bool = False
+    equalization: bool = False
+    smoothquant: float | str | None = None
     module_types: dict = field(default_factory=dict)
     module_paths: dict = field(default_factory=dict)
 
@@ -76,6 +96,7 @@ class QConfig:
         if not isinstance(self.percentile, (int, float)) or not 0 < self.percentile <= 100:
             raise ValueError(f"QConfig: percentile={self.percentile!r} must be in (0, 100]")
         self._check_combinations()
+        self._check_algorithms()
         for attr in ("module_types", "module_paths"):
             self._check_overrides(attr)
 
@@ -91,6 +112,31 @@ class QConfig:
         if self.activation_granularity == "per_token" and self.activation != "dynamic":
             raise ValueError("QConfig: activation_granularity='per_token' needs "
                              f"activation='dynamic', got {self.activation!r}")
+
+    def _check_algorithms(self) -> None:
+        """The fields beyond round-to-nearest (issue 16): types, ranges, what they need."""
+        _choose(self.rounding, ROUNDINGS, "rounding")
+        for name in ("gptq_act_order", "bias_correction", "equalization"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"QConfig: {name}={getattr(self, name)!r} must be a bool")
+        damp = self.gptq_percdamp
+        if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not damp >= 0:
+            raise ValueError(f"QConfig: gptq_percdamp={damp!r} must be a number >= 0")
+        sq = self.smoothquant
+        if sq is not None and sq != "auto" and (isinstance(sq, bool) or not isinstance(
+                sq, (int, float)) or not 0 <= sq <= 1):
+            raise ValueError(f"QConfig: smoothquant={sq!r} must be None, 'auto' or an alpha "
+                             "in [0, 1]")
+        integer = self.weight is not None and self.weight not in _FLOAT_WEIGHTS
+        for name, on in (("rounding='gptq'", self.rounding == "gptq"),
+                         ("bias_correction=True", self.bias_correction)):
+            if on and (not integer or self.activation == "dynamic"):
+                raise ValueError(f"QConfig: {name} needs integer weights with static or no "
+                                 f"activation quantization (weight={self.weight!r}, "
+                                 f"activation={self.activation!r})")
+        if sq is not None and self.activation != "static":
+            raise ValueError(f"QConfig: smoothquant={sq!r} needs activation='static', "
+                             f"got {self.activation!r}")
 
     def _check_overrides(self, attr: str) -> None:
         table = getattr(self, attr)

@@ -62,6 +62,21 @@ SCHEMES = {s.name: s for s in (
     Scheme("uint8-affine", "w u8/tensor, a u8", {
         "weight": "uint8", "activation": "static", "weight_symmetric": False,
         "weight_granularity": "per_tensor"}),
+    # beyond round-to-nearest (issue 16): same kernels, weights rounded/corrected differently
+    Scheme("int4-ch", "w int4/ch", {"weight": "int4", "weight_granularity": "per_channel"}),
+    Scheme("int4-ch-gptq", "w int4/ch GPTQ", {"weight": "int4", "weight_granularity":
+                                               "per_channel", "rounding": "gptq"}),
+    Scheme("int4-g32-gptq", "w int4/g32 GPTQ", {"weight": "int4", "group_size": 32,
+                                                 "rounding": "gptq"}),
+    Scheme("int4-ch-bc-cle", "w int4/ch, BC+CLE", {
+        "weight": "int4", "weight_granularity": "per_channel", "bias_correction": True,
+        "equalization": True}),
+    Scheme("uint8-affine-bc-cle", "w u8/tensor, a u8, BC+CLE", {
+        "weight": "uint8", "activation": "static", "weight_symmetric": False,
+        "weight_granularity": "per_tensor", "bias_correction": True, "equalization": True}),
+    Scheme("int8-static-sq", "w int8/ch, a u8, SmoothQuant", {
+        "weight": "int8", "activation": "static", "weight_granularity": "per_channel",
+        "smoothquant": "auto"}),
 )}
 """Every scheme of the report, fp32 baseline first."""
 

@@ -24,9 +24,11 @@ from needle_qc.quantize.annotate import (
     param_array,
     shared_weight,
 )
-from needle_qc.quantize.lowbit import quantize_weight
+from needle_qc.quantize.layer_stats import needs_input_stats, take_input_moments
 from needle_qc.quantize.passes.insert_observers import activation_inputs, shares_input_qparams
+from needle_qc.quantize.passes.weight_only import corrected_bias_param, rewrite_weight_only
 from needle_qc.quantize.reference import quantize_bias
+from needle_qc.quantize.rounding import round_weight
 
 STATIC_WEIGHT_DTYPES = ("int8", "uint8")
 
@@ -115,12 +117,13 @@ def _check_static_weight(node, cfg):
     return gran
 
 
-def quantized_weight_params(graph, node, cfg):
-    """Integer weight params (q, scale[, zero point]) + the QuantizedWeight, for one layer."""
+def quantized_weight_params(graph, node, cfg, moments=None):
+    """Integer weight params (q, scale[, zero point]) + the QuantizedWeight, for one layer
+    (rounded as ``cfg.rounding`` says; GPTQ reads the calibrated input ``moments``)."""
     w_node = node.inputs[1]
     gran = _check_static_weight(node, cfg)
-    qw = quantize_weight(param_array(w_node).astype(np.float32), cfg.weight, gran,
-                         symmetric=cfg.weight_symmetric)
+    qw = round_weight(param_array(w_node).astype(np.float32), cfg, gran, None, moments,
+                      node.name)
     path = w_node.meta.get("module_path")
     inputs = [new_param(graph, node, f"{w_node.name}_q", qw.q, path),
               new_param(graph, node, f"{w_node.name}_scale", np.asarray(qw.scale, np.float32),
@@ -130,7 +133,7 @@ def quantized_weight_params(graph, node, cfg):
     return inputs, qw
 
 
-def quantized_weight_node(graph, node, cfg, cache=None):
+def quantized_weight_node(graph, node, cfg, cache=None, moments=None):
     """Integer weight params + their ``dequantize``; returns ``(dq node, QuantizedWeight)``.
 
     ``cache`` (kept across one pass run) gives layers sharing a weight param the same integer
@@ -139,7 +142,7 @@ def quantized_weight_node(graph, node, cfg, cache=None):
     w_node = node.inputs[1]
     cache = {} if cache is None else cache
     inputs, qw = shared_weight(cache, w_node, cfg,
-                               lambda: quantized_weight_params(graph, node, cfg))
+                               lambda: quantized_weight_params(graph, node, cfg, moments))
     with graph.inserting_before(node):
         dq = graph.call("dequantize", list(inputs), {"axis": -1, "group_size": 0},
                         name=f"{w_node.name}_dq")
@@ -164,12 +167,14 @@ def quantized_bias_node(graph, node, s_x, qw):
                           name=f"{b_node.name}_dq")
 
 
-def _quantize_layer(graph, node, cache):
+def _quantize_layer(graph, node, cache, moments=None):
     x_dq = node.inputs[0]
     if not _is_activation_dq(x_dq) or node.inputs[1].op == "dequantize":
         return False
     cfg = node_config(node)
-    w_dq, qw = quantized_weight_node(graph, node, cfg, cache)
+    w_dq, qw = quantized_weight_node(graph, node, cfg, cache, moments)
+    if cfg.bias_correction:  # b + E[x] (W - W_q), then quantized like any bias
+        node.inputs = (*node.inputs[:2], corrected_bias_param(graph, node, qw, moments))
     inputs = [x_dq, w_dq]
     if len(node.inputs) == 3:
         inputs.append(quantized_bias_node(graph, node, x_dq.inputs[0].meta["qparams"]["s"], qw))
@@ -177,14 +182,27 @@ def _quantize_layer(graph, node, cache):
     return True
 
 
+def _deferred_weight_only(graph, moments):
+    """Weight-only layers the ``weight-only`` pass left for their calibration statistics."""
+    todo = [n for n in graph.nodes if is_weight_layer(n) and mode_of(n) == "weight_only"
+            and needs_input_stats(node_config(n))]
+    cache = {}
+    for node in todo:
+        rewrite_weight_only(graph, node, cache, moments.get(node.name))
+    return bool(todo)
+
+
 @register_pass("convert")
 def convert(graph):
     """Observed graph -> QDQ graph (in place); True if anything changed."""
-    changed = _replace_observers(graph)
+    moments = take_input_moments(graph)  # GPTQ / bias correction statistics (their nodes go)
+    changed = bool(moments)
+    changed |= _replace_observers(graph)
     changed |= _quantize_shared_inputs(graph)
     cache = {}
     for node in graph.nodes:
         if is_weight_layer(node) and mode_of(node) == "static":
-            changed |= _quantize_layer(graph, node, cache)
+            changed |= _quantize_layer(graph, node, cache, moments.get(node.name))
+    changed |= _deferred_weight_only(graph, moments)
     changed |= graph.eliminate_dead_code()
     return changed

@@ -124,10 +124,22 @@ def test_per_type_override_mixes_formats():
     assert q.node("fc").attrs["weight_dtype"] == "int8"
 
 
-def test_int4_per_channel_is_refused_naming_the_layer():
-    cfg = QConfig(weight="int4", weight_granularity="per_channel")
-    with pytest.raises(ValueError, match="%fc1 asks for int4 per_channel weights"):
+def test_int4_per_tensor_is_refused_naming_the_layer():
+    cfg = QConfig(weight="int4", weight_granularity="per_tensor")
+    with pytest.raises(ValueError, match="%fc1 asks for int4 per_tensor weights"):
         quantize_pass(mlp(), cfg)
+
+
+def test_int4_per_channel_runs_as_one_group_over_the_reduction_axis():
+    g = convnet()
+    q = quantize_pass(g, QConfig(weight="int4", weight_granularity="per_channel"))
+    conv2, fc = q.node("conv2"), q.node("fc")
+    assert (conv2.attrs["granularity"], conv2.attrs["group_size"]) == ("per_group", 4)
+    assert (fc.attrs["granularity"], fc.attrs["group_size"]) == ("per_group", 36)
+    scale = q.tensors[conv2.inputs[2].attrs["tensor"]]
+    want = quantize_weight(g.tensors["conv2.weight"], "int4", "per_channel").scale
+    assert scale.shape == (3, 3, 1, 4)
+    assert np.array_equal(scale, np.broadcast_to(want, (3, 3, 1, 4)))
 
 
 def test_weight_only_pass_on_an_unannotated_graph_does_nothing():
