@@ -113,7 +113,21 @@ def build_parser():
     quant.add_argument("--out", required=True, help="file to write (.nqc)")
     _quant_options(quant, required=True)
     _common(quant)
+    _export_parser(sub)
     return parser
+
+
+def _export_parser(sub):
+    export = sub.add_parser("export", help="write a model as ONNX (QDQ for static schemes)",
+                            description="Trace MODEL, quantize and calibrate it (or keep it "
+                            "float with --float) and write an ONNX model (opset 21) that "
+                            "ONNX Runtime, TensorRT or OpenVINO load.")
+    export.add_argument("model", metavar="MODEL", help="zoo name or module:factory")
+    export.add_argument("--out", required=True, help="file to write (.onnx)")
+    export.add_argument("--float", action="store_true", help="export the float32 model")
+    export.add_argument("--checkpoint", help="weights (.npz) instead of the zoo's checkpoint")
+    _quant_options(export, required=False)
+    _common(export)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -384,7 +398,42 @@ def _as_usage_error(model):
         raise UsageError(f"{model}: {_first_line(err)}") from None
 
 
-COMMANDS = {"demo": cmd_demo, "report": cmd_report, "draw": cmd_draw, "quantize": cmd_quantize}
+def cmd_export(args):
+    from needle_qc.passes import FLOAT_PIPELINE, run_passes
+    from needle_qc.quantize.api import calibrate, quantize_pass
+    from needle_qc.tools.export_onnx import export_onnx
+
+    _entry(args.model)
+    _check_out_file(args.out)
+    cfg = None if args.float else _qconfig(args)
+    model, how = _load(args, args.model, args.checkpoint)
+    graph = _trace(args.model, model)
+    with _as_usage_error(args.model):
+        if cfg is None:
+            run_passes(graph, FLOAT_PIPELINE)
+        else:
+            graph = quantize_pass(graph, cfg)
+            calibrate(graph, _calibration(args.model, args.calibration_batches),
+                      progress=not args.no_progress)
+        try:
+            onnx_model = export_onnx(graph)
+        except ImportError as err:  # the onnx package is an optional dependency
+            raise UsageError(str(err)) from None
+    _write_via_temp(args.out, lambda tmp: _write_bytes(tmp, onnx_model.SerializeToString()))
+    what = "float32" if cfg is None else f"weight {cfg.weight}, activation " \
+        f"{cfg.activation or 'none'}"
+    print(f"wrote {args.out}: {args.model} ({how}), {what}, {len(onnx_model.graph.node)} ONNX "
+          f"nodes, opset {onnx_model.opset_import[0].version}")
+    return 0
+
+
+def _write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+COMMANDS = {"demo": cmd_demo, "report": cmd_report, "draw": cmd_draw, "quantize": cmd_quantize,
+            "export": cmd_export}
 
 
 def main(argv=None):

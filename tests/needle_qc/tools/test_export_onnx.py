@@ -207,3 +207,16 @@ def test_unknown_op_is_named():
                        "%y = logsumexp(%x) {axes=(1,)} : f32[N]\nreturn %y")
     with pytest.raises(ValueError, match=r"%y: op 'logsumexp'"):
         export_onnx(g)
+
+
+def test_cli_export(tmp_path, capsys):
+    from needle_qc.tools.cli import main
+
+    path = tmp_path / "mlp.onnx"
+    assert main(["export", "mlp", "--out", str(path), "--no-progress",
+                 "--calibration-batches", "1"]) == 0
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "QuantizeLinear" in ops and "wrote" in capsys.readouterr().out
+    assert main(["export", "mlp", "--float", "--out", str(path), "--no-progress"]) == 0
+    assert "QuantizeLinear" not in {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert main(["export", "mlp", "--out", str(tmp_path / "no" / "x.onnx")]) == 2
