@@ -2,7 +2,7 @@
 
 Models: SmallCNN (batch 64, 1x28x28) and MLP 784-512-512-10 (batch 256), traced from Needle,
 batch norm folded, calibrated on seeded random data. The int8 model is exported to an ONNX QDQ
-model with onnx.helper (same int8 weights, scales and zero points), which ONNX Runtime fuses
+model with ``qc.export_onnx`` (same int8 weights, scales and zero points), which ONNX Runtime fuses
 into QLinearConv/QLinearMatMul. Every runtime gets 2 threads. Ratios are measured side by side
 in one run (best of several repetitions: other load on a shared machine only adds time).
 
@@ -23,7 +23,6 @@ import numpy as np  # noqa: E402
 import needle as ndl  # noqa: E402
 import needle_qc as qc  # noqa: E402
 from needle.models import MLP, SmallCNN  # noqa: E402
-from needle_qc.opset.quant_eval import node_qparams  # noqa: E402
 from needle_qc.passes import FLOAT_PIPELINE, run_passes  # noqa: E402
 from needle_qc.pipeline import compile as qc_compile  # noqa: E402
 from needle_qc.quantize.api import quantize_pass  # noqa: E402
@@ -56,94 +55,7 @@ def models():
     return out
 
 
-# ----------------------------------------------------------------------------- ONNX export
-
-def to_onnx_qdq(qdq):
-    """An ONNX QDQ model (opset 21) of our QDQ graph: same int8 weights, scales, zero points."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes, inits, names = [], [], {}
-    uses = {n.name: [u.op for u in n.users] for n in qdq.nodes}
-
-    def init(name, array):
-        if any(t.name == name for t in inits):
-            return name  # an activation's qparams, shared by its quantize and dequantize
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
-
-    def qparams(node, dtype):
-        s, z = node_qparams(node)
-        return (init(f"{node.name}_s", np.array(s, np.float32)),
-                init(f"{node.name}_z", np.array(z, dtype)))
-
-    for node in qdq.nodes:
-        out = node.name
-        ins = [names.get(i.name) for i in node.inputs]
-        if node.op == "placeholder":
-            names[out] = out
-            continue
-        if node.op in ("param", "constant", "output"):
-            continue
-        if node.op == "quantize":
-            s, z = qparams(node, np.uint8 if node.attrs["dtype"] == "uint8" else np.int8)
-            nodes.append(helper.make_node("QuantizeLinear", [ins[0], s, z], [out]))
-        elif node.op == "dequantize" and len(node.inputs) == 1:
-            src = node.inputs[0]
-            s, z = qparams(src, qdq.tensors[src.attrs["tensor"]].dtype if src.op == "param"
-                           else (np.uint8 if src.meta["dtype"] == "uint8" else np.int8))
-            nodes.append(helper.make_node("DequantizeLinear", [ins[0], s, z], [out]))
-        elif node.op == "dequantize":
-            q_arr = qdq.tensors[node.inputs[0].attrs["tensor"]]
-            scale = qdq.tensors[node.inputs[1].attrs["tensor"]]
-            axis = 0 if q_arr.ndim == 1 else 1
-            if q_arr.ndim == 4 and "conv2d" in uses[out]:
-                q_arr, axis = np.transpose(q_arr, (3, 2, 0, 1)), 0  # [K,K,Ci,Co] -> OIHW
-            nodes.append(helper.make_node(
-                "DequantizeLinear", [init(f"{out}_q", q_arr), init(f"{out}_scale", scale),
-                                     init(f"{out}_zp", np.zeros(scale.shape, q_arr.dtype))],
-                [out], axis=axis))
-        elif node.op == "linear":
-            mm = f"{out}_mm"
-            nodes.append(helper.make_node("MatMul", ins[:2], [mm]))
-            out = _bias_act(nodes, helper, node, mm, ins)
-        elif node.op == "conv2d":
-            k, p, s = node.inputs[1].meta["shape"][0], node.attrs["padding"], node.attrs["stride"]
-            conv = f"{out}_conv"
-            nodes.append(helper.make_node("Conv", ins, [conv], kernel_shape=[k, k],
-                                          pads=[p] * 4, strides=[s, s]))
-            out = _act(nodes, helper, node, conv)
-        elif node.op == "relu":
-            nodes.append(helper.make_node("Relu", ins, [out]))
-        elif node.op == "reshape":
-            shape = [-1 if isinstance(d, str) else d for d in node.attrs["shape"]]
-            nodes.append(helper.make_node("Reshape", [ins[0], init(f"{out}_shape",
-                                                                   np.array(shape, np.int64))],
-                                          [out]))
-        else:
-            raise NotImplementedError(f"to_onnx_qdq: op {node.op} (%{node.name})")
-        names[node.name] = out
-    x = qdq.placeholders[0]
-    result = names[qdq.output_node.inputs[0].name]
-    graph = helper.make_graph(
-        nodes, "qdq", [helper.make_tensor_value_info(x.name, TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info(result, TensorProto.FLOAT, None)], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-
-
-def _bias_act(nodes, helper, node, mm, ins):
-    added = mm
-    if len(ins) == 3:
-        added = f"{node.name}_add"
-        nodes.append(helper.make_node("Add", [mm, ins[2]], [added]))
-    return _act(nodes, helper, node, added)
-
-
-def _act(nodes, helper, node, value):
-    if node.attrs.get("activation") != "relu":
-        return value
-    nodes.append(helper.make_node("Relu", [value], [f"{node.name}_relu"]))
-    return f"{node.name}_relu"
-
+# ----------------------------------------------------------------------------- ONNX Runtime
 
 def ort_session(model):
     import onnxruntime as ort
@@ -177,7 +89,7 @@ def bench(name, graph, shape, reps, explain=False):
     qdq = stages["qdq"].graph
     err = {"int8 vs qdq": float(np.abs(forced(x) - stages["qdq"](x)).max())}
     try:
-        sess = ort_session(to_onnx_qdq(qdq))
+        sess = ort_session(qc.export_onnx(qdq))
         feed = {qdq.placeholders[0].name: x}
         runs["ORT int8 (QDQ)"] = lambda: sess.run(None, feed)
         err["ORT vs qdq"] = float(np.abs(sess.run(None, feed)[0] - stages["qdq"](x)).max())
