@@ -3,16 +3,18 @@
 import numpy as np
 
 from needle_qc import opset
+from needle_qc.frontend.compute import zero_copy
 from needle_qc.lower.common import _shared_layout, _weight_record
 from needle_qc.lower.program import Impl
+from needle_qc.opset.activations import apply_to_array
 
 # ----------------------------------------------------------------------------- fp32 helpers
 
 def _ndl_module():
-    import needle
+    # Only the bundled reference Needle's C++ backend, never a user's (see frontend.compute).
+    from needle_qc.frontend.compute import bundled_cpu_module
 
-    cpu = needle.cpu()
-    return cpu.mod if cpu.enabled() else None
+    return bundled_cpu_module()
 
 
 class F32Matmul:
@@ -41,7 +43,7 @@ class F32Matmul:
     def with_rows(self, m, fill):
         """``rows @ w`` where ``fill(view)`` writes the [m, k] rows straight into the backend's
         buffer (a zero-copy numpy view): one copy fewer than building them in numpy first."""
-        if self.mod is None or m == 0:
+        if self.mod is None or m == 0 or not zero_copy(self.mod):
             rows = np.empty((m, self.k), np.float32)
             fill(rows)
             return self(rows)
@@ -55,13 +57,12 @@ class F32Matmul:
         return self.mod.to_numpy(out, (m, self.n), (self.n, 1), 0)
 
 
-def _linear_f32(mm, bias, relu=False):
+def _linear_f32(mm, bias, activation=None):
     def run(x):
         y = mm(x.reshape(-1, mm.k))
         if bias is not None:
             np.add(y, bias, out=y)
-        if relu:
-            np.maximum(y, np.float32(0), out=y)
+        y = apply_to_array(activation, y)
         return y.reshape(x.shape[:-1] + (mm.n,))
 
     return run
@@ -82,7 +83,7 @@ def im2col_nhwc(x, k, stride, padding):
     return win.reshape(n * oh * ow, -1), (n, oh, ow)
 
 
-def _conv_f32_nhwc(w, bias, stride, padding, relu=False):
+def _conv_f32_nhwc(w, bias, stride, padding, activation=None):
     k, cout = w.shape[0], w.shape[3]
     mm = F32Matmul(w.reshape(-1, cout))
 
@@ -92,8 +93,7 @@ def _conv_f32_nhwc(w, bias, stride, padding, relu=False):
         y = mm.with_rows(n * oh * ow, lambda rows: np.copyto(rows.reshape(win.shape), win))
         if bias is not None:
             np.add(y, bias, out=y)
-        if relu:
-            np.maximum(y, np.float32(0), out=y)
+        y = apply_to_array(activation, y)
         return y.reshape(n, oh, ow, cout)
 
     return run, mm
@@ -102,15 +102,11 @@ def _conv_f32_nhwc(w, bias, stride, padding, relu=False):
 # ----------------------------------------------------------------------------- builders
 
 def _float_layer_consts(ctx, node):
-    """(w, bias or None) of a float32 linear/conv2d with constant operands, else None.
-
-    None also for a fused activation other than relu: Needle evaluates those layers.
-    """
+    """(w, bias or None) of a float32 linear/conv2d with constant operands, else None."""
     w = ctx.const(node.inputs[1])
     has_bias = len(node.inputs) == 3
     bias = ctx.const(node.inputs[2]) if has_bias else None
-    if w is None or (has_bias and bias is None) or node.meta["dtype"] != "float32" \
-            or node.attrs.get("activation") not in (None, "relu"):
+    if w is None or (has_bias and bias is None) or node.meta["dtype"] != "float32":
         return None
     return w, bias
 
@@ -121,9 +117,8 @@ def build_linear(ctx, node):
         return None
     w, bias = consts
     mm = F32Matmul(w)
-    relu = node.attrs.get("activation") == "relu"
     return Impl("fp32 gemm (ndl.cpu)", "float layer", _linear_f32(
-        mm, None if bias is None else bias.astype(np.float32), relu),
+        mm, None if bias is None else bias.astype(np.float32), node.attrs.get("activation")),
         [ctx.value(node.inputs[0], "logical")],
         weights=[_weight_record(node, "float32", w.size, mm.nbytes, 0)])
 
@@ -135,7 +130,7 @@ def build_conv2d(ctx, node):
     w, bias = consts
     conv, mm = _conv_f32_nhwc(w.astype(np.float32), None if bias is None else
                               bias.astype(np.float32), node.attrs["stride"],
-                              node.attrs["padding"], node.attrs.get("activation") == "relu")
+                              node.attrs["padding"], node.attrs.get("activation"))
     why = node.meta.get("float_reason", "float layer")  # e.g. a conv that dynamic kept float
     return Impl("fp32 im2col gemm (ndl.cpu, NHWC)", why, conv,
                 [ctx.value(node.inputs[0], "nhwc")], "nhwc",

@@ -7,6 +7,7 @@ import numpy as np
 from needle_qc.lower.common import INT32_MAX, _kernels, _qp, _weight_record, accumulator_bound
 from needle_qc.lower.float_ops import F32Matmul, _conv_f32_nhwc, _linear_f32
 from needle_qc.lower.program import Impl
+from needle_qc.opset.activations import apply_to_array, output_clamp
 from needle_qc.opset.quant_eval import layer_optional_inputs
 from needle_qc.quantize.qparams import qrange
 from needle_qc.quantize.reference import requant_multiplier
@@ -176,7 +177,7 @@ def build_qlinear(ctx, node):
     bias_used = (folded if fold else bias32).astype(np.int32)
     allow_fast, why = _fast_path(q, x_dtype, pw, hi if x_dtype == "uint8" else 127, ctx.on_cuda)
     signed = x_dtype == "int8"
-    out_dtype, relu = node.attrs["dtype"], node.attrs["relu"]
+    out_dtype, activation = node.attrs["dtype"], node.attrs.get("activation")
     scale_w = _as_vector(s_w, n)
     kw = {"allow_fast": True, "a_max": hi} if allow_fast else {}
     if out_dtype == "float32":
@@ -187,13 +188,11 @@ def build_qlinear(ctx, node):
             acc = gemm(x.reshape(-1, k), a_zp, pw, **kw)
             acc = acc + bias_used  # int32: the true sum fits, proven above
             y = np.multiply(acc.astype(np.float32), scale, dtype=np.float32)
-            y = np.maximum(y, np.float32(0)) if relu else y
-            return y.reshape(x.shape[:-1] + (n,))
+            return apply_to_array(activation, y).reshape(x.shape[:-1] + (n,))
         name = f"{'s8s8' if signed else 'u8s8'} gemm s32 + fp32 scale"
     else:
         s_y, z_y = _qp(node)
-        qmin, qmax = qrange(out_dtype)
-        qmin = z_y if relu else qmin
+        qmin, qmax = output_clamp(activation, s_y, z_y, *qrange(out_dtype))
         mult = _as_vector(requant_multiplier(s_x, scale_w, s_y), n)
         gemm = q.gemm_s8s8_requant if signed else q.gemm_u8s8_requant
 
@@ -240,7 +239,7 @@ def _qlinear_float(ctx, node, layer, scale_w, s_x, z_x, inputs):
     w = layer.w
     w_f = _dequant_weight(w, scale_w, layer.zp)
     mm = F32Matmul(w_f)
-    lin = _linear_f32(mm, _dequant_bias(layer.bias, s_x, scale_w), node.attrs["relu"])
+    lin = _linear_f32(mm, _dequant_bias(layer.bias, s_x, scale_w), node.attrs.get("activation"))
     out, dq = _requant_out(node), _dequant_in(s_x, z_x)
 
     def fn(x):
@@ -277,7 +276,7 @@ def build_qconv2d(ctx, node):
     _layer_check(node, _bound(q, kk * kk * cin, (-z_k, 255 - z_k), pcw.gemm_weight,
                               layer.w_s8, layer.zp_s8), bias)
     stride, pad = node.attrs["stride"], node.attrs["padding"]
-    out_dtype, relu = node.attrs["dtype"], node.attrs["relu"]
+    out_dtype, activation = node.attrs["dtype"], node.attrs.get("activation")
     scale_w = _as_vector(s_w, cout)
     bias32 = np.zeros(cout, np.int32) if bias is None else bias.astype(np.int32)
     if out_dtype == "float32":
@@ -286,12 +285,11 @@ def build_qconv2d(ctx, node):
         def fn(x):
             acc = q.conv2d_u8s8_s32(prep(x), z_k, pcw, stride, pad) + bias32
             y = np.multiply(acc.astype(np.float32), scale, dtype=np.float32)
-            return np.maximum(y, np.float32(0)) if relu else y
+            return apply_to_array(activation, y)
         name = "conv2d_u8s8_s32 + fp32 scale"
     else:
         s_y, z_y = _qp(node)
-        qmin, qmax = qrange(out_dtype)
-        qmin = z_y if relu else qmin
+        qmin, qmax = output_clamp(activation, s_y, z_y, *qrange(out_dtype))
         mult = _as_vector(requant_multiplier(s_x, scale_w, s_y), cout)
 
         def fn(x):
@@ -310,7 +308,7 @@ def _qconv_float(node, layer, scale_w, s_x, z_x, inputs):
     w = layer.w
     w_f = _dequant_weight(w, scale_w, layer.zp)
     conv, mm = _conv_f32_nhwc(w_f, _dequant_bias(layer.bias, s_x, scale_w), node.attrs["stride"],
-                              node.attrs["padding"], node.attrs["relu"])
+                              node.attrs["padding"], node.attrs.get("activation"))
     out, dq = _requant_out(node), _dequant_in(s_x, z_x)
 
     def fn(x):

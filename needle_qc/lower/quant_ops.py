@@ -4,6 +4,7 @@ import numpy as np
 
 from needle_qc.lower.common import INT32_MAX, _qp, _shared_layout
 from needle_qc.lower.program import Impl
+from needle_qc.opset.activations import output_clamp
 from needle_qc.quantize.qparams import CONTAINER, qrange
 from needle_qc.quantize.reference import (
     dequantize_linear,
@@ -69,8 +70,7 @@ def build_requantize(ctx, node):
     s_in, z_in = _qp(x_node)
     s_y, z_y = _qp(node)
     out_dtype = node.attrs["dtype"]
-    qmin, qmax = qrange(out_dtype)
-    qmin = z_y if node.attrs["relu"] else qmin
+    qmin, qmax = output_clamp(node.attrs.get("activation"), s_y, z_y, *qrange(out_dtype))
     mult = requant_multiplier(s_in, np.float32(1), s_y)
     layout = ctx.layout.get(x_node.name, "logical")
 
@@ -88,7 +88,8 @@ def build_qadd(ctx, node):
     za = np.asarray(z_a, CONTAINER[a.meta["dtype"]])
     zb = np.asarray(z_b, CONTAINER[b.meta["dtype"]])
     zy = np.asarray(z_y, CONTAINER[out_dtype])
-    relu = node.attrs["relu"]
+    lo, hi = output_clamp(node.attrs.get("activation"), s_y, z_y, *qrange(out_dtype))
+    clamped = node.attrs.get("activation") is not None
     layout = _shared_layout(ctx, node)
     inputs = [ctx.value(a, layout), ctx.value(b, layout)]
     q = ctx.cpu_kernels
@@ -103,14 +104,14 @@ def build_qadd(ctx, node):
         def fast(x, y):
             total = np.add(q.dequantize(x, *qa, 0), q.dequantize(y, *qb, 0), dtype=np.float32)
             out = q.quantize_f32(total, *qy, 0, out_dtype)
-            return np.maximum(out, zy) if relu else out
+            return np.clip(out, lo, hi).astype(out.dtype) if clamped else out
         return Impl("qadd (dequantize + add + quantize_f32)", "elementwise, reference formula "
                     "on the quantize kernels", fast, inputs, layout, kind="int8")
 
     def fn(x, y):
         total = dequantize_linear(x, s_a, za) + dequantize_linear(y, s_b, zb)
         out = quantize_linear(total.astype(np.float32), s_y, zy)
-        return np.maximum(out, zy) if relu else out
+        return np.clip(out, lo, hi).astype(out.dtype) if clamped else out
     return Impl("qadd (numpy)", "elementwise, reference formula", fn, inputs, layout,
                 kind="int8")
 

@@ -3,6 +3,7 @@
 import math
 
 from needle_qc.errors import IRError
+from needle_qc.opset.activations import apply_to_tensor
 from needle_qc.opset.table import (
     Traits,
     _conv_out,
@@ -137,10 +138,10 @@ def _eval_conv2d(inputs, attrs, ctx):
 
 
 def _with_activation(evaluate):
-    # fuse-activations sets activation="relu" on a layer; absent (None) means no activation
+    # fuse-activations sets e.g. activation="relu" on a layer; absent (None) means none
     def run(inputs, attrs, ctx):
-        out = evaluate(inputs, attrs, ctx)
-        return _needle().ops.relu(out) if attrs.get("activation") == "relu" else out
+        return apply_to_tensor(attrs.get("activation"), _needle().ops,
+                               evaluate(inputs, attrs, ctx))
     return run
 
 

@@ -11,6 +11,7 @@ import contextlib
 import numpy as np
 
 from needle_qc.errors import IRError
+from needle_qc.opset.activations import apply_to_array, output_clamp
 from needle_qc.quantize._checks import _fit_int32
 from needle_qc.quantize.lowbit import bf16_to_float32, unpack_int4
 from needle_qc.quantize.qparams import CONTAINER, qrange
@@ -48,11 +49,8 @@ def _arrays(inputs):
 
 
 def _tensor(array, ctx, dtype=None):
-    import needle
-
     dtype = dtype or array.dtype.name
-    return needle.Tensor(np.ascontiguousarray(array), device=ctx.device, dtype=dtype,
-                         requires_grad=False)
+    return ctx.framework.tensor(array, ctx.device, dtype)
 
 
 def _zp(z, dtype):
@@ -70,11 +68,9 @@ def _output_stage(acc64, s_in, s_w, attrs, ctx):
     dtype = attrs["dtype"]
     if dtype == "float32":
         y = acc.astype(np.float32) * np.multiply(np.float32(s_in), s_w, dtype=np.float32)
-        return np.maximum(y, np.float32(0)) if attrs.get("relu") else y
+        return apply_to_array(attrs.get("activation"), y)
     s_y, z_y = node_qparams(node)
-    qmin, qmax = qrange(dtype)
-    if attrs.get("relu"):
-        qmin = z_y
+    qmin, qmax = output_clamp(attrs.get("activation"), s_y, z_y, *qrange(dtype))
     out = requantize(acc, requant_multiplier(s_in, s_w, s_y), z_y, qmin, qmax)
     return out.astype(CONTAINER[dtype])
 
@@ -117,9 +113,7 @@ def eval_requantize(inputs, attrs, ctx):
     q = inputs[0].numpy()
     s_in, z_in = _input_qparams(ctx, 0)
     s_y, z_y = node_qparams(ctx.node)
-    qmin, qmax = qrange(attrs["dtype"])
-    if attrs["relu"]:
-        qmin = z_y
+    qmin, qmax = output_clamp(attrs.get("activation"), s_y, z_y, *qrange(attrs["dtype"]))
     acc = (q.astype(np.int64) - z_in).astype(np.int32)
     out = requantize(acc, requant_multiplier(s_in, np.float32(1), s_y), z_y, qmin, qmax)
     return _tensor(out.astype(CONTAINER[attrs["dtype"]]), ctx)
@@ -207,8 +201,9 @@ def eval_qadd(inputs, attrs, ctx):
         total = dequantize_linear(a, s_a, _zp(z_a, a.dtype.name)) + \
             dequantize_linear(b, s_b, _zp(z_b, b.dtype.name))
         q = quantize_linear(total.astype(np.float32), s_y, _zp(z_y, attrs["dtype"]))
-    if attrs["relu"]:
-        q = np.maximum(q, _zp(z_y, attrs["dtype"]))
+    if attrs.get("activation") is not None:
+        lo, hi = output_clamp(attrs["activation"], s_y, z_y, *qrange(attrs["dtype"]))
+        q = np.clip(q, lo, hi).astype(q.dtype)
     return _tensor(q, ctx)
 
 

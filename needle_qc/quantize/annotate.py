@@ -135,11 +135,14 @@ def fused_output(node):
     return node
 
 
-def has_relu(node):
-    """True when the layer's output passes through a relu (attr or sole relu user)."""
-    if node.op == "add_relu" or node.attrs.get("activation") == "relu":
-        return True
-    return fused_output(node) is not node
+def fused_activation(node):
+    """The activation a layer's output passes through (its ``activation`` attr, a sole relu
+    user, ``"relu"`` for ``add_relu``), or None."""
+    if node.op == "add_relu":
+        return "relu"
+    if node.attrs.get("activation") is not None:
+        return node.attrs["activation"]
+    return "relu" if fused_output(node) is not node else None
 
 
 def new_param(graph, before, name, array, module_path=None):

@@ -265,7 +265,7 @@ def _is_layer(node):
 
 
 def _has_relu(node):
-    return node.attrs.get("activation") == "relu" or node.attrs.get("relu") is True
+    return node.attrs.get("activation") == "relu"
 
 
 class _Matcher:

@@ -27,7 +27,7 @@ import numpy as np
 
 from needle_qc.ir.pattern import Rule, rewrite
 from needle_qc.passes import register_pass
-from needle_qc.quantize.annotate import fused_output, has_relu, mode_of, rename_node
+from needle_qc.quantize.annotate import fused_activation, fused_output, mode_of, rename_node
 from needle_qc.quantize.passes.insert_observers import shares_input_qparams
 
 # ----------------------------------------------------------------------------- helpers
@@ -55,6 +55,11 @@ def _replace(graph, old_nodes, new, result_of, renamed=None):
             graph.erase(node)
     if name not in graph._by_name:
         rename_node(graph, renamed or new, name)
+
+
+def _with_activation(attrs, activation):
+    # absent means none: unfused integer ops print without the attr
+    return attrs if activation is None else {**attrs, "activation": activation}
 
 
 def _call(graph, before, op, inputs, attrs, name, qparams_from=None):
@@ -158,7 +163,8 @@ def fuse_layer(node):
     if bias is None:
         return False
     value, quant = _output_of(node)
-    attrs = {"dtype": quant.attrs["dtype"] if quant else "float32", "relu": has_relu(node)}
+    attrs = _with_activation({"dtype": quant.attrs["dtype"] if quant else "float32"},
+                             fused_activation(node))
     if node.op == "conv2d":
         attrs.update(stride=node.attrs["stride"], padding=node.attrs["padding"])
     op = "qlinear" if node.op == "linear" else "qconv2d"
@@ -184,7 +190,8 @@ def fuse_activation_op(node):
     elif quant is None:
         return False
     else:
-        attrs, op = {"dtype": quant.attrs["dtype"], "relu": node.op == "add_relu"}, "qadd"
+        attrs, op = _with_activation({"dtype": quant.attrs["dtype"]}, fused_activation(node)), \
+            "qadd"
     anchor = quant or node
     new = _call(graph, anchor, op, sources, attrs, f"{node.name}_int", quant)
     _replace(graph, [n for n in (quant, node) if n is not None], new, anchor)

@@ -144,7 +144,7 @@ INT_MLP = """\
 %x_q = quantize(%x) {{dtype="uint8"}} : u8[N,{k}]{{s=0.05, z=128}}
 %w = param() {{tensor="w"}} : i8[{k},{n}]
 %ws = param() {{tensor="ws"}} : f32[{n}]
-%y = qlinear(%x_q, %w, %ws) {{dtype="uint8", relu=False}} : u8[N,{n}]{{s=0.5, z=100}}
+%y = qlinear(%x_q, %w, %ws) {{dtype="uint8"}} : u8[N,{n}]{{s=0.5, z=100}}
 %y_dq = dequantize(%y) {{axis=-1, group_size=0}} : f32[N,{n}]
 return %y_dq"""
 

@@ -80,7 +80,7 @@ WIDE = """\
 %w = param() {{tensor="w"}} : u8[{k},2]
 %ws = param() {{tensor="ws"}} : f32[]
 %wz = param() {{tensor="wz"}} : u8[2]
-%y = qlinear(%x_q, %w, %ws, %wz) {{dtype="float32", relu=False}} : f32[N,2]
+%y = qlinear(%x_q, %w, %ws, %wz) {{dtype="float32"}} : f32[N,2]
 return %y"""
 
 

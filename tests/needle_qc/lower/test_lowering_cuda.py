@@ -386,8 +386,8 @@ def test_layer_variants_plumbing(standin, case):
 NUMPY_OPS = """\
 %x = placeholder() : f32[N,8]
 %x_q = quantize(%x) {dtype="uint8"} : u8[N,8]{s=0.03125, z=128}
-%r = requantize(%x_q) {dtype="int8", relu=False} : i8[N,8]{s=0.05, z=-3}
-%a = qadd(%x_q, %r) {dtype="uint8", relu=True} : u8[N,8]{s=0.04, z=90}
+%r = requantize(%x_q) {dtype="int8"} : i8[N,8]{s=0.05, z=-3}
+%a = qadd(%x_q, %r) {dtype="uint8", activation="relu"} : u8[N,8]{s=0.04, z=90}
 %y = dequantize(%a) {axis=-1, group_size=0} : f32[N,8]
 return %y"""
 

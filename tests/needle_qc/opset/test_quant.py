@@ -67,7 +67,7 @@ def test_qlinear_is_qlinear_ref(relu, per_channel):
     qw = quantize_weight(floats(16, 6), "int8", "per_channel" if per_channel else "per_tensor")
     bias = RNG.integers(-500, 500, 6).astype(np.int32)
     params = [g.param("w", qw.q), g.param("s", qw.scale), g.param("b", bias)]
-    y = qp(g.call("qlinear", [x, *params], {"dtype": "int8", "relu": relu}), 0.04, -5)
+    y = qp(g.call("qlinear", [x, *params], {"dtype": "int8", **({"activation": "relu"} if relu else {})}), 0.04, -5)
     g.output(y)
     xin = floats(7, 16)
     xq = quantize_linear(xin, np.float32(0.05), np.uint8(128))
@@ -81,7 +81,7 @@ def test_qlinear_float_output_and_leading_dims():
     x = quantized_input(g, "x", (3, 8))
     qw = quantize_weight(floats(8, 4), "int8")
     y = g.call("qlinear", [x, g.param("w", qw.q), g.param("s", qw.scale)],
-               {"dtype": "float32", "relu": True})
+               {"dtype": "float32", "activation": "relu"})
     g.output(y)
     assert y.meta["shape"] == ("N", 3, 4) and y.meta["dtype"] == "float32"
     xin = floats(2, 3, 8)
@@ -130,7 +130,7 @@ def test_qadd_is_the_qdq_add(relu):
     g = Graph()
     a = quantized_input(g, "a", (9,), s=0.03, z=120)
     b = quantized_input(g, "b", (9,), s=0.011, z=-4, dtype="int8")
-    g.output(qp(g.call("qadd", [a, b], {"dtype": "uint8", "relu": relu}), 0.04, 90))
+    g.output(qp(g.call("qadd", [a, b], {"dtype": "uint8", **({"activation": "relu"} if relu else {})}), 0.04, 90))
     ain, bin_ = floats(5, 9), floats(5, 9, scale=1.0)
     aq = quantize_linear(ain, np.float32(0.03), np.uint8(120))
     bq = quantize_linear(bin_, np.float32(0.011), np.int8(-4))
@@ -145,7 +145,7 @@ def test_qadd_is_the_qdq_add(relu):
 def test_requantize_formula():
     g = Graph()
     x = quantized_input(g, "x", (50,), s=0.02, z=128)
-    g.output(qp(g.call("requantize", [x], {"dtype": "int8", "relu": True}), 0.05, -3))
+    g.output(qp(g.call("requantize", [x], {"dtype": "int8", "activation": "relu"}), 0.05, -3))
     xin = floats(4, 50)
     xq = quantize_linear(xin, np.float32(0.02), np.uint8(128))
     acc = (xq.astype(np.int64) - 128).astype(np.int32)
@@ -224,7 +224,7 @@ def test_text_round_trip_of_every_quantization_op():
     conv = g.call("qconv2d", [img, g.param("cw", conv_w.q), g.param("cs", conv_w.scale)],
                   {"padding": 1, "dtype": "float32"})
     mm = qp(g.call("qmatmul", [q, q]), 0.2, 128)
-    add = qp(g.call("qadd", [mm, q], {"relu": True}), 0.2, 128)
+    add = qp(g.call("qadd", [mm, q], {"activation": "relu"}), 0.2, 128)
     rq = qp(g.call("requantize", [add], {"dtype": "int8"}), 0.3, 0)
     dyn = g.call("linear_dynamic", [obs, g.param("w2", w.q), g.param("s2", w.scale)])
     wo = g.call("linear_weight_only", [obs, g.param("w16", w.q.astype(np.float16))],

@@ -18,12 +18,12 @@ MLP_INT = "\n".join([
     '%fc1.weight_scale = param() {tensor="fc1.weight_scale"} : f32[8]',
     '%fc1.bias_q = param() {tensor="fc1.bias_q"} : i32[8]',
     '%fc1 = qlinear(%x_q, %fc1.weight_q, %fc1.weight_scale, %fc1.bias_q) {dtype="uint8",'
-    ' relu=True} : u8[N,8]{s=0.007795806974172592, z=0}',
+    ' activation="relu"} : u8[N,8]{s=0.007795806974172592, z=0}',
     '%fc2.weight_q = param() {tensor="fc2.weight_q"} : i8[8,3]',
     '%fc2.weight_scale = param() {tensor="fc2.weight_scale"} : f32[3]',
     '%fc2.bias_q = param() {tensor="fc2.bias_q"} : i32[3]',
-    '%fc2 = qlinear(%fc1, %fc2.weight_q, %fc2.weight_scale, %fc2.bias_q) {dtype="uint8",'
-    ' relu=False} : u8[N,3]{s=0.005650700069963932, z=178}',
+    '%fc2 = qlinear(%fc1, %fc2.weight_q, %fc2.weight_scale, %fc2.bias_q) {dtype="uint8"}'
+    ' : u8[N,3]{s=0.005650700069963932, z=178}',
     '%fc2_dq = dequantize(%fc2) {axis=-1, group_size=0} : f32[N,3]',
     'return %fc2_dq',
 ])
@@ -35,18 +35,18 @@ CONV_INT = "\n".join([
     '%conv1.weight_scale = param() {tensor="conv1.weight_scale"} : f32[4]',
     '%conv1.bias_q = param() {tensor="conv1.bias_q"} : i32[4]',
     '%conv1 = qconv2d(%x_q, %conv1.weight_q, %conv1.weight_scale, %conv1.bias_q) {stride=1,'
-    ' padding=1, dtype="uint8", relu=True} : u8[N,4,6,6]{s=0.00731323566287756, z=0}',
+    ' padding=1, dtype="uint8", activation="relu"} : u8[N,4,6,6]{s=0.00731323566287756, z=0}',
     '%conv2.weight_q = param() {tensor="conv2.weight_q"} : i8[3,3,4,4]',
     '%conv2.weight_scale = param() {tensor="conv2.weight_scale"} : f32[4]',
     '%conv2.bias_q = param() {tensor="conv2.bias_q"} : i32[4]',
     '%conv2 = qconv2d(%conv1, %conv2.weight_q, %conv2.weight_scale, %conv2.bias_q)'
-    ' {stride=2, padding=1, dtype="uint8", relu=True} : u8[N,4,3,3]{s=0.0035107650328427553, z=0}',
+    ' {stride=2, padding=1, dtype="uint8", activation="relu"} : u8[N,4,3,3]{s=0.0035107650328427553, z=0}',
     '%flatten = reshape(%conv2) {shape=(N, 36)} : u8[N,36]{s=0.0035107650328427553, z=0}',
     '%fc.weight_q = param() {tensor="fc.weight_q"} : i8[36,3]',
     '%fc.weight_scale = param() {tensor="fc.weight_scale"} : f32[3]',
     '%fc.bias_q = param() {tensor="fc.bias_q"} : i32[3]',
-    '%fc = qlinear(%flatten, %fc.weight_q, %fc.weight_scale, %fc.bias_q) {dtype="uint8",'
-    ' relu=False} : u8[N,3]{s=0.0047082058154046535, z=158}',
+    '%fc = qlinear(%flatten, %fc.weight_q, %fc.weight_scale, %fc.bias_q) {dtype="uint8"}'
+    ' : u8[N,3]{s=0.0047082058154046535, z=158}',
     '%fc_dq = dequantize(%fc) {axis=-1, group_size=0} : f32[N,3]',
     'return %fc_dq',
 ])
@@ -97,7 +97,7 @@ return %f"""
 REQUANT_INT = """\
 %x = placeholder() : f32[N,64]
 %a = quantize(%x) {dtype="uint8"} : u8[N,64]{s=0.02, z=128}
-%c = requantize(%a) {dtype="int8", relu=False} : i8[N,64]{s=0.05, z=3}
+%c = requantize(%a) {dtype="int8"} : i8[N,64]{s=0.05, z=3}
 %f = dequantize(%c) {axis=-1, group_size=0} : f32[N,64]
 return %f"""
 
@@ -184,7 +184,7 @@ def test_residual_add_relu_becomes_qadd_and_tanh_stays_float():
     g = build(RESIDUAL)
     qdq, integer = stages(g, (8, 4))
     assert [n.op for n in integer.nodes] == RESIDUAL_INT_OPS
-    assert integer.node("add_relu").attrs == {"dtype": "uint8", "relu": True}
+    assert integer.node("add_relu").attrs == {"dtype": "uint8", "activation": "relu"}
     x = batches((32, 4), count=1, seed=7)[0]
     assert_within_one_step(qdq, integer, x)
     # qadd is defined as the QDQ add, so with equal inputs it is bit-exact
@@ -230,6 +230,6 @@ def test_separate_relu_without_the_float_pipeline_is_folded_into_the_clamp():
     calibrate(prepared, batches((8, 4)), progress=False)
     qdq = convert(prepared)
     integer = to_integer(qdq)
-    assert integer.node("fc1").attrs["relu"] is True
+    assert integer.node("fc1").attrs["activation"] == "relu"
     assert not integer.find("relu")
     assert_within_one_step(qdq, integer, batches((16, 4), count=1, seed=7)[0])

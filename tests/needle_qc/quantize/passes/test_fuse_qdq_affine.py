@@ -158,11 +158,11 @@ def integer_reference(qdq, integer, x):
     s_y, z_y = np.float32(qp["s"]), np.asarray(qp["z"], np.uint8)
     if node.op == "qlinear":
         return qlinear_ref(x_q, np.float32(s_x), z_x, t["fc.w_q"], t["fc.w_scale"], t["fc.w_zp"],
-                           t["fc.b_q"], s_y, z_y, relu=node.attrs["relu"])
+                           t["fc.b_q"], s_y, z_y, relu=node.attrs.get("activation") == "relu")
     y = qlinear_conv(x_q, np.float32(s_x), z_x, np.transpose(t["fc.w_q"], (3, 2, 0, 1)),
                      t["fc.w_scale"], t["fc.w_zp"], s_y, z_y, t["fc.b_q"],
                      pads=[1] * 4, strides=[node.attrs["stride"]] * 2)
-    return np.maximum(y, z_y) if node.attrs["relu"] else y
+    return np.maximum(y, z_y) if node.attrs.get("activation") == "relu" else y
 
 
 # ----------------------------------------------------------------------------- IR text
@@ -174,14 +174,14 @@ LINEAR_FUSED = """\
 %fc.w_scale = param() {tensor="fc.w_scale"} : f32[]
 %fc.w_zp = param() {tensor="fc.w_zp"} : u8[]
 %fc.b_q = param() {tensor="fc.b_q"} : i32[7]
-%fc = qlinear(%x_q, %fc.w_q, %fc.w_scale, %fc.w_zp, %fc.b_q) {dtype="uint8", relu=True} : \
+%fc = qlinear(%x_q, %fc.w_q, %fc.w_scale, %fc.w_zp, %fc.b_q) {dtype="uint8", activation="relu"} : \
 u8[N,7]{s=S, z=0}
 %fc_dq = dequantize(%fc) {axis=-1, group_size=0} : f32[N,7]
 return %fc_dq"""
 
 CONV_FUSED_LAYER = (
     '%fc = qconv2d(%x_q, %fc.w_q, %fc.w_scale, %fc.w_zp, %fc.b_q) {stride=2, padding=1, '
-    'dtype="uint8", relu=False} : u8[N,7,4,4]{s=S, z=Z}')
+    'dtype="uint8"} : u8[N,7,4,4]{s=S, z=Z}')
 
 
 def _masked(text, node):
