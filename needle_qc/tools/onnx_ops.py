@@ -68,13 +68,19 @@ class Builder:
         self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))
         return name
 
-    def raw_const(self, tensor_proto_dtype, dims, values, base):
-        """An initializer of an ONNX-only dtype (int4, bfloat16) from plain values."""
-        from onnx import helper
+    def int4_const(self, values, signed, base):
+        """An ONNX int4/uint4 initializer: the row-major values, two per byte, low nibble
+        first (the ONNX packing; ours packs along the reduction axis instead)."""
+        from onnx import TensorProto, helper
 
+        flat = (np.asarray(values).astype(np.int64).ravel() & 0xF).astype(np.uint8)
+        if flat.size % 2:
+            flat = np.append(flat, np.uint8(0))
+        packed = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
         name = self.fresh(base)
-        self.initializers.append(helper.make_tensor(name, tensor_proto_dtype, list(dims),
-                                                    values))
+        kind = TensorProto.INT4 if signed else TensorProto.UINT4
+        self.initializers.append(helper.make_tensor(name, kind, list(np.shape(values)),
+                                                    packed.tobytes(), raw=True))
         return name
 
     def scalar(self, value, dtype, base):
@@ -469,47 +475,44 @@ def _weight_only_float(b, node, red_axis, perm, k):
 
 
 def _weight_only_dequantize(b, node, red_axis, perm, k):
-    from onnx import TensorProto
-
-    from needle_qc.quantize.lowbit import unpack_int4
-
-    attrs = node.attrs
-    wdt, gran, group = attrs["weight_dtype"], attrs["granularity"], attrs["group_size"]
-    tensors = b.graph.tensors
-    w = tensors[node.inputs[1].attrs["tensor"]]
-    extras = [tensors[n.attrs["tensor"]] for n in node.inputs[2:]]
-    scale = extras[0]
-    zp = extras[1] if attrs["has_zero_point"] else None
-    ndim = w.ndim
-    axis = red_axis % ndim if gran == "per_group" else ndim - 1
-    if wdt in ("int4", "uint4"):
-        w = unpack_int4(w, k, axis=red_axis % ndim, signed=wdt == "int4")
-    if perm is not None:
-        w = np.transpose(w, perm)
-        if gran == "per_group":
-            scale = np.transpose(scale, perm)
-            zp = None if zp is None else np.transpose(zp, perm)
-        axis = perm.index(axis)
+    """DequantizeLinear of an integer weight-only weight (int4 as ONNX int4, blocked)."""
+    w, scale, zp, axis = _stored_weight(b, node, red_axis, perm, k)
     base = node.inputs[1].name
-    if gran == "per_tensor":
-        scale = scale.reshape(())
-        zp = None if zp is None else zp.reshape(())
-    if wdt in ("int4", "uint4"):
-        kind = TensorProto.INT4 if wdt == "int4" else TensorProto.UINT4
-        q = b.raw_const(kind, w.shape, w.astype(np.int64).ravel().tolist(), base)
-        if zp is not None:
-            zp = b.raw_const(kind, zp.shape, zp.astype(np.int64).ravel().tolist(),
-                             f"{base}_zero_point")
+    if node.attrs["weight_dtype"] in ("int4", "uint4"):
+        signed = node.attrs["weight_dtype"] == "int4"
+        q = b.int4_const(w, signed, base)
+        zp = None if zp is None else b.int4_const(zp, signed, f"{base}_zero_point")
     else:
         q = b.const(w, base)
         zp = None if zp is None else b.const(zp.astype(w.dtype), f"{base}_zero_point")
-    if gran == "per_tensor":
-        zp_in = [] if zp is None else [zp]
-        return b.op("DequantizeLinear", [q, b.const(scale, f"{base}_scale")] + zp_in,
-                    f"{base}_dq")
     inputs = [q, b.const(scale, f"{base}_scale")] + ([] if zp is None else [zp])
+    gran, group = node.attrs["granularity"], node.attrs["group_size"]
+    if gran == "per_tensor":
+        return b.op("DequantizeLinear", inputs, f"{base}_dq")
     extra = {"block_size": group} if gran == "per_group" else {}
     return b.op("DequantizeLinear", inputs, f"{base}_dq", axis=axis, **extra)
+
+
+def _stored_weight(b, node, red_axis, perm, k):
+    """(integer weight unpacked and permuted, scale, zero point or None, ONNX axis)."""
+    from needle_qc.quantize.lowbit import unpack_int4
+
+    attrs, tensors = node.attrs, b.graph.tensors
+    gran = attrs["granularity"]
+    w = tensors[node.inputs[1].attrs["tensor"]]
+    scale = tensors[node.inputs[2].attrs["tensor"]]
+    zp = tensors[node.inputs[3].attrs["tensor"]] if attrs["has_zero_point"] else None
+    axis = red_axis % w.ndim if gran == "per_group" else w.ndim - 1
+    if attrs["weight_dtype"] in ("int4", "uint4"):
+        w = unpack_int4(w, k, axis=red_axis % w.ndim, signed=attrs["weight_dtype"] == "int4")
+    if perm is not None:
+        w, axis = np.transpose(w, perm), perm.index(axis)
+        if gran == "per_group":  # a blocked scale has the weight's rank: permute it too
+            scale = np.transpose(scale, perm)
+            zp = None if zp is None else np.transpose(zp, perm)
+    if gran == "per_tensor":
+        scale, zp = scale.reshape(()), None if zp is None else zp.reshape(())
+    return w, scale, zp, axis
 
 
 def _bias_of(node):
