@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from needle_qc import opset
+from needle_qc import frontend, opset
 from needle_qc.errors import IRError, TraceError
 from needle_qc.ir.graph import Graph, dtype_of_array, plain
 from needle_qc.opset.primitives import index_to_attr
@@ -135,10 +135,8 @@ def _op_attr(op, name):
 _QC_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def _needle_dir():
-    import needle
-
-    return os.path.dirname(os.path.abspath(needle.__file__))
+def _framework_dir(fw):
+    return os.path.dirname(os.path.abspath(fw.module.__file__))
 
 
 def _frame_location(skip_dirs):
@@ -157,22 +155,23 @@ def _frame_location(skip_dirs):
 class _Recorder:
     """One eager run of the model with the hooks installed; builds a concrete Graph."""
 
-    def __init__(self, model, leaves):
-        import needle
-
-        self.ndl = needle
+    def __init__(self, model, leaves, fw):
+        self.fw = fw
+        self.ndl = fw.module
         self.graph = Graph()
         self.leaves = leaves
         self.op_table = _op_attrs_from_table()
         self.nodes = {}  # id(value) -> Node
         self.keep = []  # traced values stay alive so their ids stay unique
-        self.module_paths, self.tensor_paths = _walk_model(model, needle)
+        self.module_paths, self.tensor_paths = _walk_model(model, self.ndl)
         self.path_stack = []
         self.leaf_depth = 0
-        nd = _needle_dir()
-        self.user_skip = (_QC_DIR, nd)
-        self.meta_skip = (_QC_DIR, os.path.join(nd, "ops"), os.path.join(nd, "backend_ndarray"),
-                          os.path.join(nd, "autograd.py"))
+        nd = _framework_dir(fw)
+        # errors point at the first frame outside needle_qc: the user's model or, for their
+        # own Needle, their framework code (only the bundled Needle's frames are skipped)
+        self.user_skip = (_QC_DIR, nd) if fw.bundled else (_QC_DIR,)
+        self.meta_skip = (_QC_DIR, os.path.join(nd, "ops"), os.path.join(nd, "ops.py"),
+                          os.path.join(nd, "backend_ndarray"), os.path.join(nd, "autograd.py"))
 
     # ---------------------------------------------------------------- locations and errors
 
@@ -241,6 +240,8 @@ class _Recorder:
         self.path_stack.append(path)
         try:
             recorder = self.leaves.get(type(module).__name__)
+            if recorder is not None and not leaf_fits(module, self.ndl):
+                recorder = None  # course name, other fields (e.g. `weights`): trace through
             if recorder is None:
                 return original(module, *args, **kwargs)
             self.leaf_depth += 1
@@ -262,11 +263,35 @@ class _Recorder:
             known = ", ".join(sorted(self.op_table))
             raise self.error(f"unknown op class {cls}: no IR op records it (known: {known})")
         name, attr_names = self.op_table[cls]
+        self.check_op_matches(op, cls, name, attr_names, inputs)
         nodes = [self.value_node(x) for x in inputs]
         if name == "stack" and len(nodes) == 1 and nodes[0].op == "make_tuple":
             nodes = list(nodes[0].inputs)
         attrs = {a: _op_attr(op, a) for a in attr_names}
         self.bind(result, self.emit(name, nodes, attrs, result))
+
+    def check_op_matches(self, op, cls, name, attr_names, inputs):
+        """Refuse an op class that shares a name with ours but not its meaning."""
+        arity = opset.get_op(name).num_inputs
+        count = len(inputs)
+        if name == "stack":
+            arity = 1  # Stack's compute takes the one make_tuple value
+        low, high = arity if isinstance(arity, tuple) else (arity, arity)
+        missing = [a for a in attr_names if not hasattr(op, a)]
+        if (arity != "variadic" and not low <= count <= high) or missing:
+            why = f"called with {count} input(s)" + (f", no attribute {', '.join(missing)}"
+                                                     if missing else "")
+            raise self.error(
+                f"op class {cls} of {self.fw.name} is not needle_qc's {name!r} ({why}; "
+                f"{name} takes {arity} input(s) and attrs {list(attr_names) or 'none'}): it "
+                "is this framework's own op, which needle_qc cannot compile; compute it with "
+                "course ops or give the class another name")
+
+    def on_detach(self, tensor, result):
+        """``x.detach()`` / ``make_const(x)`` of a traced value is that value (eval mode)."""
+        if self.leaf_depth or id(tensor) not in self.nodes or result is tensor:
+            return
+        self.bind(result, self.nodes[id(tensor)])
 
     def on_value_read(self, tensor, what):
         if self.leaf_depth or id(tensor) not in self.nodes:
@@ -275,6 +300,32 @@ class _Recorder:
             return
         raise self.error(f"value-dependent Python code: {what} on a traced tensor; the graph "
                          "cannot depend on data (make it a leaf module or compute it with ops)")
+
+
+_LEAF_FIELDS = {
+    "Linear": (("weight", 2),),
+    "Conv": (("weight", 4), ("stride", None)),
+    "BatchNorm1d": (("weight", 1), ("bias", 1), ("running_mean", 1), ("running_var", 1),
+                    ("eps", None)),
+    "BatchNorm2d": (("weight", 1), ("bias", 1), ("running_mean", 1), ("running_var", 1),
+                    ("eps", None)),
+    "LayerNorm1d": (("weight", 1), ("bias", 1), ("eps", None)),
+    "Embedding": (("weight", 2),),
+}
+"""Fields (and tensor ranks) a leaf recorder reads, by course class name."""
+
+
+def leaf_fits(module, ndl):
+    """True when ``module`` has the course fields its recorder reads (a student's class
+    with other field names is traced through instead)."""
+    for name, rank in _LEAF_FIELDS.get(type(module).__name__, ()):
+        value = getattr(module, name, None)
+        if value is None:
+            return False
+        if rank is not None and (not isinstance(value, ndl.Tensor) or
+                                 len(value.shape) != rank):
+            return False
+    return True
 
 
 def _join(prefix, key):
@@ -318,10 +369,11 @@ def _meta_of(result):
     if isinstance(data, tuple):
         return {"shape": tuple(tuple(d.shape) for d in data),
                 "dtype": tuple(_dtype_str(d) for d in data)}
-    return {"shape": tuple(result.shape), "dtype": result.dtype}
+    return {"shape": tuple(result.shape), "dtype": _dtype_str(result)}
 
 
 def _dtype_str(array):
+    # a numpy-backend Tensor reports a numpy dtype, an NDArray one a string
     dt = array.dtype
     return dt if isinstance(dt, str) else np.dtype(dt).name
 
@@ -337,9 +389,17 @@ class _Hooks:
     def __init__(self, rec):
         ndl = rec.ndl
         self.rec = rec
+        # bool() is hooked where a tensor's truth could depend on its data: a Tensor class
+        # defining __bool__/__len__, and the bundled one (its tests refuse `if x:`); a course
+        # Tensor without them is always truthy, so `h or init.zeros(...)` is a None check
+        self.hook_bool = rec.fw.bundled or any(
+            "__bool__" in vars(c) or "__len__" in vars(c)
+            for c in ndl.Tensor.__mro__ if c is not object)
         self.targets = [(ndl.nn.Module, "__call__"), (ndl.Tensor, "make_from_op"),
                         (ndl.autograd.TensorTuple, "make_from_op"), (ndl.Tensor, "numpy"),
-                        (ndl.Tensor, "__bool__")]
+                        (ndl.Tensor, "detach"), (ndl.Tensor, "make_const")]
+        if self.hook_bool:
+            self.targets.append((ndl.Tensor, "__bool__"))
         self.saved = {}
 
     def __enter__(self):
@@ -349,6 +409,8 @@ class _Hooks:
         make_tensor = ndl.Tensor.make_from_op
         make_tuple = ndl.autograd.TensorTuple.make_from_op
         to_numpy = ndl.Tensor.numpy
+        detach = ndl.Tensor.detach
+        make_const = ndl.Tensor.make_const
         truth = getattr(ndl.Tensor, "__bool__", None)
 
         def call(module, *args, **kwargs):
@@ -372,11 +434,25 @@ class _Hooks:
             rec.on_value_read(tensor, "bool() (an `if`/`while` on a tensor)")
             return truth(tensor) if truth else True
 
+        def detach_traced(tensor):
+            result = detach(tensor)
+            rec.on_detach(tensor, result)
+            return result
+
+        def make_const_traced(data, *args, **kwargs):
+            result = make_const(data, *args, **kwargs)
+            if isinstance(data, ndl.autograd.Value):
+                rec.on_detach(data, result)
+            return result
+
         ndl.nn.Module.__call__ = call
         ndl.Tensor.make_from_op = staticmethod(make_from_op_tensor)
         ndl.autograd.TensorTuple.make_from_op = staticmethod(make_from_op_tuple)
         ndl.Tensor.numpy = numpy
-        ndl.Tensor.__bool__ = boolean
+        ndl.Tensor.detach = detach_traced
+        ndl.Tensor.make_const = staticmethod(make_const_traced)
+        if self.hook_bool:
+            ndl.Tensor.__bool__ = boolean
         return self
 
     def __exit__(self, *exc):
@@ -400,13 +476,17 @@ def _input_names(model, count):
     return names + [f"input_{i}" for i in range(len(names), count)]
 
 
-def _to_tensor(value, index, name, ndl, device):
+def _to_tensor(value, index, name, fw, device):
+    ndl = fw.module
     if isinstance(value, ndl.Tensor):
         return value
     if isinstance(value, np.ndarray):
         dtype = value.dtype.name if value.dtype.name in ("float16", "int8", "uint8", "int32") \
             else "float32"
-        return ndl.Tensor(value, device=device, dtype=dtype, requires_grad=False)
+        if not fw.bundled and dtype not in fw.caps.get("dtypes", ()):
+            dtype = "float32"  # a course NDArray holds float32 only (ids too)
+        return ndl.Tensor(value.astype(dtype), device=device, dtype=dtype,
+                          requires_grad=False)
     raise TraceError(f"example input {index} ({name}) is a {type(value).__name__}; expected a "
                      f"needle.Tensor or numpy.ndarray (at {_frame_location((_QC_DIR,))})")
 
@@ -445,10 +525,10 @@ def _model_device(model, ndl):
 
 # ----------------------------------------------------------------------------- one run
 
-def _record(model, inputs, names, leaves):
-    rec = _Recorder(model, leaves)
+def _record(model, inputs, names, leaves, fw):
+    rec = _Recorder(model, leaves, fw)
     for name, x in zip(names, inputs):
-        rec.bind(x, rec.graph.placeholder(name, tuple(x.shape), x.dtype))
+        rec.bind(x, rec.graph.placeholder(name, tuple(x.shape), _dtype_str(x)))
     with _Hooks(rec):
         result = model(*inputs)
     rec.graph.output(_result_nodes(rec, result, "output"))
@@ -561,7 +641,7 @@ def _repeats(array, first):
 
 # ----------------------------------------------------------------------------- entry point
 
-def trace(model, *example_inputs, leaf_modules=None, batch_dims=0):
+def trace(model, *example_inputs, leaf_modules=None, batch_dims=0, framework=None):
     """Trace a Needle module into a :class:`~needle_qc.ir.graph.Graph`.
 
     The model runs eagerly in eval mode (its training flags are restored afterwards) while
@@ -582,6 +662,9 @@ def trace(model, *example_inputs, leaf_modules=None, batch_dims=0):
     batch_dims : int, None or sequence
         The batch dim of each input (default 0; ``LanguageModel`` takes ``(T, bs)`` ids, so 1).
         It becomes the symbol ``N``: the graph runs at any batch size.
+    framework : module, optional
+        The Needle the model is built with (default: the package its class comes from, see
+        :func:`needle_qc.frontend.framework_of`); kept as ``graph.framework``.
 
     Returns
     -------
@@ -624,27 +707,33 @@ def trace(model, *example_inputs, leaf_modules=None, batch_dims=0):
     %layers.modules.3 = linear(%layers.modules.2, %layers.modules.3.weight, %layers.modules.3.bias) : f32[N,10]
     return %layers.modules.3
     """  # noqa: E501
-    import needle as ndl
-
+    try:
+        fw = frontend.framework_of(model, framework)
+    except frontend.FrameworkError as e:
+        raise TraceError(f"trace: {e}") from None
+    ndl = fw.module
     leaves = _leaf_table(leaf_modules)
     names = _input_names(model, len(example_inputs))
     device = _model_device(model, ndl)
-    inputs = [_to_tensor(x, i, n, ndl, device)
+    inputs = [_to_tensor(x, i, n, fw, device)
               for i, (x, n) in enumerate(zip(example_inputs, names))]
     dims, batch = _batch_dims(batch_dims, inputs, names)
     modes = _training_flags(model, ndl)
     model.eval()
     try:
-        graph = _record(model, inputs, names, leaves)
+        graph = _record(model, inputs, names, leaves, fw)
         if batch is not None:
             wider = [x if d is None else _rebatch(x, d, batch + 1, ndl)
                      for x, d in zip(inputs, dims)]
-            _Symbolizer(graph, _record(model, wider, names, leaves), batch, batch + 1).run()
+            _Symbolizer(graph, _record(model, wider, names, leaves, fw), batch,
+                        batch + 1).run()
     finally:
         for module, flag in modes:
             module.training = flag
     graph.eliminate_dead_code()
-    return _checked(graph)
+    graph = _checked(graph)
+    graph.framework = fw.module  # the interpreter runs it on the model's own Needle
+    return graph
 
 
 def _leaf_table(leaf_modules):

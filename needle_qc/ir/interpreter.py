@@ -14,7 +14,7 @@ same bits as ``model(x2)``, at any batch size.
 
 import numpy as np
 
-from needle_qc import opset
+from needle_qc import frontend, opset
 from needle_qc.errors import IRError
 
 
@@ -27,7 +27,10 @@ class Interpreter:
         The graph to run (it is linted lightly: ops must be known and evaluable).
     device : needle device, optional
         Where params and numpy inputs go. Default: the device of the first Tensor input,
-        else ``needle.cpu()`` when its backend is built, else ``needle.cpu_numpy()``.
+        else the framework's ``cpu()`` when its backend is built, else ``cpu_numpy()``.
+    framework : module or Framework, optional
+        The Needle whose ops evaluate the graph. Default: ``graph.framework`` (set by the
+        tracer to the model's own Needle), else :func:`needle_qc.frontend.default`.
 
     Attributes
     ----------
@@ -37,9 +40,12 @@ class Interpreter:
         The value of ``N`` for this run, read from the placeholders' batch dims.
     """
 
-    def __init__(self, graph, device=None, *, param_cache=None):
+    def __init__(self, graph, device=None, *, param_cache=None, framework=None):
         self.graph = graph
         self.device = device
+        bound = framework if framework is not None else getattr(graph, "framework", None)
+        self.framework = frontend.from_module(bound) if bound is not None else \
+            frontend.default()
         self.node = None
         self.batch_size = None
         # (device, key) -> (array, Tensor): reused while graph.tensors[key] is the same array
@@ -54,21 +60,21 @@ class Interpreter:
         if len(inputs) != len(placeholders):
             names = ", ".join(f"%{p.name}" for p in placeholders)
             raise IRError(f"graph takes {len(placeholders)} inputs ({names}), got {len(inputs)}")
-        ndl = _needle()
-        inputs = [x if isinstance(x, ndl.Tensor) else np.asarray(x) for x in inputs]
+        inputs = [x if self.framework.is_tensor(x) else _as_array(x) for x in inputs]
         self._choose_device(inputs)
         self.batch_size = self._bind_batch_size(placeholders, inputs)
         env = {}
         bound = dict(zip(placeholders, inputs))
         result = None
-        for node in self.graph.nodes:
-            self.node = node
-            if node.op == "placeholder":
-                env[node] = self.placeholder(node, bound[node])
-            elif node.op == "output":
-                result = self.output(node, [env[i] for i in node.inputs])
-            else:
-                env[node] = self.call_op(node, [env[i] for i in node.inputs])
+        with frontend.using(self.framework):
+            for node in self.graph.nodes:
+                self.node = node
+                if node.op == "placeholder":
+                    env[node] = self.placeholder(node, bound[node])
+                elif node.op == "output":
+                    result = self.output(node, [env[i] for i in node.inputs])
+                else:
+                    env[node] = self.call_op(node, [env[i] for i in node.inputs])
         self.node = None
         return result
 
@@ -87,9 +93,8 @@ class Interpreter:
 
     def placeholder(self, node, value):
         """Convert an input to a Tensor of the placeholder's dtype on this device."""
-        ndl = _needle()
         dtype = node.meta.get("dtype", "float32")
-        if isinstance(value, ndl.Tensor):
+        if self.framework.is_tensor(value):
             if value.device == self.device and value.dtype == dtype:
                 return value
             value = value.numpy()
@@ -120,13 +125,8 @@ class Interpreter:
     def _choose_device(self, inputs):
         if self.device is not None:
             return
-        ndl = _needle()
-        tensors = [x for x in inputs if isinstance(x, ndl.Tensor)]
-        if tensors:
-            self.device = tensors[0].device
-        else:
-            cpu = ndl.cpu()
-            self.device = cpu if cpu.enabled() else ndl.cpu_numpy()
+        tensors = [x for x in inputs if self.framework.is_tensor(x)]
+        self.device = tensors[0].device if tensors else self.framework.default_device()
 
     def _bind_batch_size(self, placeholders, inputs):
         batch = None
@@ -150,10 +150,10 @@ class Interpreter:
     def _to_tensor(self, array, dtype):
         if dtype == "bfloat16" and np.asarray(array).dtype == np.uint16:
             # graph.tensors keeps bfloat16 as raw bits; Tensor() takes values (exact in bf16).
-            from needle.backend_ndarray.dtypes import bf16_bits_to_fp32
+            from needle_qc.quantize.lowbit import bf16_to_float32
 
-            array = bf16_bits_to_fp32(array)
-        return _needle().Tensor(array, device=self.device, dtype=dtype, requires_grad=False)
+            array = bf16_to_float32(array)
+        return self.framework.tensor(array, self.device, dtype)
 
 
 def _input_error(node, shape, why):
@@ -174,7 +174,7 @@ def _unflatten(structure, values):
     return tuple(_unflatten(s, values) for s in structure)
 
 
-def _needle():
-    import needle
-
-    return needle
+def _as_array(value):
+    # a Tensor of another framework (e.g. the user's, run on needle_qc's arrays) -> numpy
+    return value.numpy() if hasattr(value, "numpy") and not isinstance(value, np.ndarray) \
+        else np.asarray(value)

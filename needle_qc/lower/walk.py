@@ -4,6 +4,7 @@ import numpy as np
 
 from needle_qc import opset
 from needle_qc.errors import IRError
+from needle_qc.frontend import using
 from needle_qc.lower import common as lowering_common
 from needle_qc.lower.builders import BUILDERS
 from needle_qc.lower.program import Impl, Program, Step, WeightRecord
@@ -140,12 +141,12 @@ class _Lowering:
 
     def _needle_eval(self, node):
         """The op table's evaluation of ``node`` (Needle Tensors in, numpy out)."""
-        import needle
+        from needle_qc.frontend.compute import compute_framework
         from needle_qc.ir.interpreter import Interpreter
 
         if self._interp is None:
-            cpu = needle.cpu()
-            self._interp = Interpreter(self.graph, cpu if cpu.enabled() else needle.cpu_numpy())
+            fw = compute_framework(self.graph)
+            self._interp = Interpreter(self.graph, fw.default_device(), framework=fw)
         interp, state = self._interp, self.state
         opdef = node.opdef
         if opdef.evaluate is None:
@@ -155,7 +156,8 @@ class _Lowering:
         def run(*arrays):
             interp.node, interp.batch_size = node, state["batch"]
             tensors = [_as_tensor(a, d, interp) for a, d in zip(arrays, dtypes)]
-            out = opdef.evaluate(tensors, interp._resolved_attrs(node, opdef), interp)
+            with using(interp.framework):
+                out = opdef.evaluate(tensors, interp._resolved_attrs(node, opdef), interp)
             return out if isinstance(node.meta.get("dtype"), tuple) else out.numpy()
 
         inputs = [self.value(i, "logical") for i in node.inputs]
@@ -283,12 +285,9 @@ def _dtype_name(array):
 
 
 def _as_tensor(array, dtype, interp):
-    import needle
-
     if not isinstance(array, np.ndarray):
         return array  # a tuple value or a Tensor from an earlier op-table step
-    return needle.Tensor(array, device=interp.device, dtype=dtype or array.dtype.name,
-                         requires_grad=False)
+    return interp.framework.tensor(array, interp.device, dtype or array.dtype.name)
 
 
 def _to_nhwc(x):

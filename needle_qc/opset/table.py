@@ -366,10 +366,11 @@ def _conv_out(size, k, stride, padding, op):
 # ----------------------------------------------------------------------------- evaluation
 
 def _needle():
-    # Imported lazily so the IR works (build, print, lint) without a Needle install.
-    import needle
+    # The framework bound by the running Interpreter (the model's own Needle, the bundled
+    # one, or needle_qc's own arrays in compiled programs); see needle_qc.frontend.
+    from needle_qc.frontend import current
 
-    return needle
+    return current().module
 
 
 # ----------------------------------------------------------------------------- the rows

@@ -55,13 +55,16 @@ class CompiledModel:
     def __call__(self, *inputs):
         """Run on Needle Tensors or numpy arrays (any batch size); returns the same kind,
         nested as the model returned its outputs."""
-        import needle
+        from needle_qc.frontend import framework_of_value
 
-        tensor = next((x for x in inputs if isinstance(x, needle.Tensor)), None)
-        arrays = [x.numpy() if isinstance(x, needle.Tensor) else x for x in inputs]
+        frameworks = [framework_of_value(x) for x in inputs]
+        arrays = [x if fw is None else np.array(x.numpy(), copy=True)
+                  for x, fw in zip(inputs, frameworks)]
         flat = self.run_arrays(*arrays)
-        if tensor is not None:
-            flat = [_to_tensor(a, tensor.device) for a in flat]
+        found = [(x, fw) for x, fw in zip(inputs, frameworks) if fw is not None]
+        if found:
+            tensor, fw = found[0]
+            flat = [_to_tensor(a, tensor.device, fw) for a in flat]
         return _unflatten(self.program.structure, flat)
 
     def run_arrays(self, *arrays):
@@ -174,13 +177,15 @@ class CompiledModel:
                f"steps={len(self.program.steps)}>"
 
 
-def _to_tensor(array, device):
-    import needle
-
+def _to_tensor(array, device, fw):
+    """A Tensor of the caller's framework (``fw``); a dtype it cannot hold (a course NDArray
+    is float32 only) comes back as float32, as the course carries integer ids."""
     if not isinstance(array, np.ndarray):
         return array
     dtype = array.dtype.name if array.dtype.name != "float64" else "float32"
-    return needle.Tensor(array, device=device, dtype=dtype, requires_grad=False)
+    if not fw.bundled and dtype not in fw.caps.get("dtypes", ()):
+        dtype = "float32"
+    return fw.tensor(array.astype(dtype, copy=False), device, dtype)
 
 
 def _unflatten(structure, values):
