@@ -20,6 +20,7 @@ import sys
 import numpy as np
 
 from needle_qc import frontend, opset
+from needle_qc.capture import guards
 from needle_qc.errors import IRError, TraceError
 from needle_qc.ir.graph import Graph, dtype_of_array, plain
 from needle_qc.opset.primitives import index_to_attr
@@ -526,7 +527,7 @@ def _model_device(model, ndl):
 # ----------------------------------------------------------------------------- one run
 
 def _record(model, inputs, names, leaves, fw):
-    rec = _Recorder(model, leaves, fw)
+    rec = guards.this_thread_only(_Recorder(model, leaves, fw))  # other threads pass through
     for name, x in zip(names, inputs):
         rec.bind(x, rec.graph.placeholder(name, tuple(x.shape), _dtype_str(x)))
     with _Hooks(rec):
@@ -641,6 +642,7 @@ def _repeats(array, first):
 
 # ----------------------------------------------------------------------------- entry point
 
+@guards.guarded  # one trace at a time; deep nesting -> TraceError
 def trace(model, *example_inputs, leaf_modules=None, batch_dims=0, framework=None):
     """Trace a Needle module into a :class:`~needle_qc.ir.graph.Graph`.
 
@@ -733,6 +735,8 @@ def trace(model, *example_inputs, leaf_modules=None, batch_dims=0, framework=Non
     graph.eliminate_dead_code()
     graph = _checked(graph)
     graph.framework = fw.module  # the interpreter runs it on the model's own Needle
+    if batch is not None:  # a batch-dependent Python branch shows up here
+        guards.check_larger_batch(model, graph, inputs, dims, batch, _rebatch)
     return graph
 
 

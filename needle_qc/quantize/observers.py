@@ -11,6 +11,16 @@ HISTOGRAM_METHODS = ("percentile", "entropy", "mse")
 MAX_BINS = 1 << 16
 """Upper bound on ``HistogramObserver(bins=...)`` (a loaded file cannot ask for gigabytes)."""
 _TINY = 1e-30
+TAIL_PERCENTILE = 99.9
+"""Per batch, the |x| percentile kept as the "typical size" an outlier is compared with."""
+
+
+class NonFiniteBatchError(ValueError):
+    """A calibration batch reached an observer with NaN/Inf values (``observer``: its name)."""
+
+    def __init__(self, message, observer):
+        super().__init__(message)
+        self.observer = observer
 
 
 class Observer:
@@ -26,6 +36,7 @@ class Observer:
         self.name = name
         self.history: list = []
         self.n_updates = 0
+        self.batch_tails: list = []  # per batch: TAIL_PERCENTILE of |x| (outlier warnings)
 
     # -- public API ---------------------------------------------------------------------------
     def update(self, x) -> None:
@@ -37,13 +48,24 @@ class Observer:
         arr = arr.astype(np.float64)
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         if bad:
-            raise ValueError(f"observer for node {self.name!r}: {bad} NaN/Inf values in a "
-                             f"calibration batch of {arr.size}")
+            raise NonFiniteBatchError(f"observer for node {self.name!r}: {bad} NaN/Inf values "
+                                      f"in a calibration batch of {arr.size}", self.name)
         if arr.size == 0:
             return
         self._observe(arr)
         self.n_updates += 1
         self.history.append(self._raw_range())
+        self.batch_tails.append(float(np.percentile(np.abs(arr), TAIL_PERCENTILE)))
+
+    def outlier_ratio(self) -> float:
+        """``max|range| / median over batches of the batch's 99.9th percentile of |x|``: how far
+        the calibrated range reaches beyond the typical values (NaN without evidence)."""
+        if not self.n_updates or not self.batch_tails:
+            return float("nan")
+        lo, hi = self.range()  # what quantization will use (a percentile may clip outliers)
+        reach = max(float(np.max(np.abs(lo))), float(np.max(np.abs(hi))))
+        typical = float(np.median(self.batch_tails))
+        return reach / typical if typical > 0 else float("nan")
 
     def merge(self, other: Observer) -> Observer:
         """Fold ``other`` (same kind and settings, e.g. another data shard) into ``self``."""
@@ -58,6 +80,7 @@ class Observer:
             self._merge(other)
         self.n_updates += other.n_updates
         self.history.append(self._raw_range())
+        self.batch_tails += other.batch_tails
         return self
 
     def range(self):
