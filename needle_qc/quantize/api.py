@@ -108,11 +108,17 @@ def calibrate(prepared, batches, progress=True):
     Raises
     ------
     ValueError
-        A batch holds NaN/Inf (the message names the observer's node), or the graph has
-        static observers but ``batches`` was empty.
-    """
-    from tqdm import tqdm
+        A batch holds NaN/Inf or makes a layer produce them (the message names the batch,
+        the input or layer, and the observer), or the graph has static observers but
+        ``batches`` was empty. Transactional: on an error the observers are left as they were.
 
+    Warns
+    -----
+    CalibrationWarning
+        A constant range (all zero, say) or one set by a few outliers, naming the observer
+        and the layer and what to do (:mod:`needle_qc.quantize.calibration_checks`).
+    """
+    from needle_qc.quantize import calibration_checks as checks
     from needle_qc.quantize.passes.smoothquant import calibrate_smoothquant, smoothing_pending
 
     if smoothing_pending(prepared):  # SmoothQuant: measure, smooth, then calibrate afresh
@@ -122,14 +128,16 @@ def calibrate(prepared, batches, progress=True):
     names = [n.name for n in prepared.find("observer")]
     count = 0
     if names:
-        for batch in tqdm(batches, desc="calibrate", unit="batch", disable=not progress):
-            prepared(*_batch_inputs(batch, len(prepared.placeholders)))
-            count += 1
+        count = checks.run_batches(
+            prepared, batches, lambda b: prepared(*_batch_inputs(b, len(prepared.placeholders))),
+            progress)
         if count == 0:
             raise ValueError(f"calibrate: static quantization needs calibration data, but "
                              f"`batches` was empty ({len(names)} observers: "
                              f"{', '.join('%' + n for n in names[:5])}...)")
-    return CalibrationReport(count, {n: _summary(prepared, n) for n in names})
+    report = CalibrationReport(count, {n: _summary(prepared, n) for n in names})
+    checks.warn_bad_ranges(prepared, report)
+    return report
 
 
 def _summary(graph, name):

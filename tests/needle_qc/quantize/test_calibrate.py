@@ -111,3 +111,77 @@ def test_stages_copy_the_observers():
     assert not qdq.find("observer") and observers_of(qdq) == {}
     assert sorted(observers_of(prepared)) == ["fc1_obs", "fc2_obs", "x_obs"]
     assert observers_of(prepared)["x_obs"].n_updates == 2
+
+
+# ----------------------------------------------------------------------------- issue 14
+
+def test_nan_in_a_later_batch_leaves_the_observers_as_before():
+    prepared = quantize_pass(mlp(), STATIC)
+    calibrate(prepared, batches((6, 4), count=2), progress=False)
+    before = {k: v.to_dict() for k, v in prepared.observers.items()}
+    data = batches((6, 4), count=3, seed=7)
+    data[2][0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"batch 2: input %x holds NaN/Inf.*left as they were"):
+        calibrate(prepared, data, progress=False)
+    assert {k: v.to_dict() for k, v in prepared.observers.items()} == before
+
+
+def test_overflowing_input_names_the_layer_and_the_input_size():
+    prepared = quantize_pass(mlp(), STATIC)
+    data = batches((6, 4), count=2)
+    sign = np.sign(mlp().tensors["fc1.weight"][:, 3])  # sum |w| = 1.54 in that column
+    data[1][:] = 3e38 * sign  # finite, but fc1 overflows float32 on it
+    with pytest.raises(ValueError, match=r"batch 1: %fc1 produced NaN/Inf values \(observer "
+                                         r"%fc1_obs.*largest \|input\| is 3e\+38"):
+        calibrate(prepared, data, progress=False)
+    assert all(obs.n_updates == 0 for obs in prepared.observers.values())
+
+
+def test_constant_activations_warn_naming_the_observer():
+    from needle_qc.quantize.calibration_checks import CalibrationWarning
+
+    prepared = quantize_pass(mlp(), STATIC)
+    with pytest.warns(CalibrationWarning, match=r"observer %x_obs \(values of %x\) saw only "
+                                                r"the constant 0.*representative data"):
+        calibrate(prepared, [np.zeros((3, 4), np.float32)] * 2, progress=False)
+
+
+def test_one_huge_outlier_warns_and_names_the_fix():
+    from needle_qc.quantize.calibration_checks import CalibrationWarning
+
+    prepared = quantize_pass(mlp(), STATIC)
+    data = batches((64, 4), count=4)
+    data[1][5, 2] = 1e30
+    with pytest.warns(CalibrationWarning, match=r"observer %x_obs .*reaches .*x beyond the "
+                                                r"typical 99.9th percentile.*percentile"):
+        calibrate(prepared, data, progress=False)
+
+
+def test_ordinary_data_gives_no_calibration_warning():
+    import warnings
+
+    from needle_qc.quantize.calibration_checks import CalibrationWarning
+
+    prepared = quantize_pass(mlp(), STATIC)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)
+        calibrate(prepared, batches((64, 4), count=4), progress=False)
+
+
+def test_saturation_is_counted_only_in_debug_mode():
+    from needle_qc.pipeline import compile
+
+    prepared = quantize_pass(mlp(), STATIC)
+    cm = compile(prepared, calibration=batches((64, 4), count=2))
+    x = batches((8, 4), count=1, seed=3)[0]
+    x[0, :] = 1e3  # far outside the calibrated input range
+    assert cm.saturation is None
+    plain = cm(x)
+    cm.count_saturation()
+    np.testing.assert_array_equal(cm(x), plain)  # same numbers, counted on the side
+    counts = cm.saturation_report()
+    assert counts["x_q"]["clipped"] >= 4 and counts["x_q"]["total"] == 32
+    assert "saturated" in cm.explain().row("x_q")["why"]
+    cm.count_saturation(False)
+    with pytest.raises(ValueError, match="counting is off"):
+        cm.saturation_report()
