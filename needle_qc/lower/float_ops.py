@@ -6,6 +6,7 @@ from needle_qc import opset
 from needle_qc.frontend.compute import zero_copy
 from needle_qc.lower.common import _shared_layout, _weight_record
 from needle_qc.lower.program import Impl
+from needle_qc.lower.registry import builder, register_builder
 from needle_qc.opset.activations import apply_to_array
 
 # ----------------------------------------------------------------------------- fp32 helpers
@@ -111,6 +112,7 @@ def _float_layer_consts(ctx, node):
     return w, bias
 
 
+@builder("linear")
 def build_linear(ctx, node):
     consts = _float_layer_consts(ctx, node)
     if consts is None:
@@ -123,6 +125,7 @@ def build_linear(ctx, node):
         weights=[_weight_record(node, "float32", w.size, mm.nbytes, 0)])
 
 
+@builder("conv2d")
 def build_conv2d(ctx, node):
     consts = _float_layer_consts(ctx, node)
     if consts is None:
@@ -159,6 +162,7 @@ def _sigmoid(x):
     return (np.float32(1) / (np.float32(1) + np.exp(-x))).astype(x.dtype)
 
 
+@builder("reshape")
 def build_reshape(ctx, node):
     shape = node.attrs["shape"]
     symbolic = [d for d in shape if opset.is_symbolic(d)]
@@ -167,3 +171,24 @@ def build_reshape(ctx, node):
     target = tuple(-1 if opset.is_symbolic(d) else d for d in shape)
     return Impl("reshape (view)", "no data movement in logical layout",
                 lambda x: x.reshape(target), [ctx.value(node.inputs[0], "logical")])
+
+
+@builder("observer")
+def build_observer(ctx, node):
+    """Observers update ``graph.observers`` through the op table (they must see the data)."""
+    return None
+
+
+# Elementwise float ops on numpy, in whatever layout their inputs share.
+for _op, _fn in {
+    "relu": _relu,
+    "add": np.add,
+    "add_relu": lambda a, b: _relu(np.add(a, b)),
+    "mul": np.multiply,
+    "maximum": np.maximum,
+    "tanh": np.tanh,
+    "sigmoid": _sigmoid,
+    "add_scalar": lambda x, c: (x + np.float32(c)).astype(x.dtype),
+    "mul_scalar": lambda x, c: (x * np.float32(c)).astype(x.dtype),
+}.items():
+    register_builder(_op, _elementwise(_fn, _op))

@@ -7,6 +7,7 @@ import numpy as np
 from needle_qc.lower.common import INT32_MAX, _kernels, _qp, _weight_record, accumulator_bound
 from needle_qc.lower.float_ops import F32Matmul, _conv_f32_nhwc, _linear_f32
 from needle_qc.lower.program import Impl
+from needle_qc.lower.registry import builder
 from needle_qc.opset.activations import apply_to_array, output_clamp
 from needle_qc.opset.quant_eval import layer_optional_inputs
 from needle_qc.quantize.qparams import qrange
@@ -153,6 +154,7 @@ def _pack_linear(ctx, node, q, layer):
     return make()
 
 
+@builder("qlinear")
 def build_qlinear(ctx, node):
     """qlinear -> gemm_{u8,s8}s8_requant / _s32 with the zero point folded into the bias."""
     q, layer = ctx.kernels, _static_layer(ctx, node)
@@ -255,6 +257,7 @@ def _s8_as_u8(x):
     return np.bitwise_xor(x.view(np.uint8), np.uint8(0x80))
 
 
+@builder("qconv2d")
 def build_qconv2d(ctx, node):
     """qconv2d -> conv2d_u8s8_requant on NHWC (consecutive convs stay NHWC).
 
@@ -319,6 +322,7 @@ def _qconv_float(node, layer, scale_w, s_x, z_x, inputs):
                 inputs, "nhwc", weights, "float")
 
 
+@builder("linear_dynamic")
 def build_linear_dynamic(ctx, node):
     """linear_dynamic -> dynamic_quantize_{u8,rows} + gemm_u8s8_f32, bias added after."""
     layer = _layer_consts(ctx, node)
@@ -359,6 +363,7 @@ def build_linear_dynamic(ctx, node):
     return impl, alt
 
 
+@builder("conv2d_dynamic")
 def build_conv2d_dynamic(ctx, node):
     """conv2d_dynamic -> dynamic_quantize_u8 + conv2d_u8s8_f32 on NHWC, bias added after."""
     layer = _layer_consts(ctx, node)

@@ -4,6 +4,7 @@ import numpy as np
 
 from needle_qc.lower.common import INT32_MAX, _qp, _shared_layout
 from needle_qc.lower.program import Impl
+from needle_qc.lower.registry import builder
 from needle_qc.opset.activations import output_clamp
 from needle_qc.quantize.qparams import CONTAINER, qrange
 from needle_qc.quantize.reference import (
@@ -33,6 +34,7 @@ def _kernels_for_dtype(ctx, dtype, kernel):
     return ctx.cpu_kernels, "cpu", f"no CUDA kernel for {kernel} to {dtype}"
 
 
+@builder("quantize")
 def build_quantize(ctx, node):
     x_node = node.inputs[0]
     out_dtype = node.attrs["dtype"]
@@ -50,6 +52,7 @@ def build_quantize(ctx, node):
                 fallback=fallback)
 
 
+@builder("dequantize")
 def build_dequantize(ctx, node):
     x_node = node.inputs[0]
     q, device, fallback = _kernels_for_dtype(ctx, x_node.meta.get("dtype"), "dequantize")
@@ -65,6 +68,7 @@ def build_dequantize(ctx, node):
                 layout, kind="int8", device=device, fallback=fallback)
 
 
+@builder("requantize")
 def build_requantize(ctx, node):
     x_node = node.inputs[0]
     s_in, z_in = _qp(x_node)
@@ -81,6 +85,7 @@ def build_requantize(ctx, node):
                 [ctx.value(x_node, layout)], layout, kind="int8")
 
 
+@builder("qadd")
 def build_qadd(ctx, node):
     a, b = node.inputs
     (s_a, z_a), (s_b, z_b), (s_y, z_y) = _qp(a), _qp(b), _qp(node)
@@ -135,6 +140,7 @@ def _qmatmul_check(node, a, b, z_a, z_b):
                          "a narrower type, or keep this matmul float")
 
 
+@builder("qmatmul")
 def build_qmatmul(ctx, node):
     a, b = node.inputs
     (s_a, z_a), (s_b, z_b) = _qp(a), _qp(b)

@@ -19,6 +19,7 @@ import numpy as np
 from needle_qc.lower.common import _weight_record
 from needle_qc.lower.float_ops import F32Matmul, im2col_nhwc
 from needle_qc.lower.program import Impl
+from needle_qc.lower.registry import builder
 from needle_qc.quantize.lowbit import bf16_to_float32, unpack_int4
 
 PANEL = 16  # output columns per packed panel (csrc/quant/quant.h kPanelWidth)
@@ -186,6 +187,7 @@ def _packed_for_target(ctx, what, node, pack):
 
 # ----------------------------------------------------------------------------- builders
 
+@builder("linear_weight_only")
 def build_linear_weight_only(ctx, node):
     """Every weight dtype -> a weight-only GEMM (weights decoded in registers)."""
     parts, bias = _weight_only_arrays(ctx, node)
@@ -230,6 +232,7 @@ def _linear(mm, bias):
     return run
 
 
+@builder("conv2d_weight_only")
 def build_conv2d_weight_only(ctx, node):
     """NHWC im2col (strided view) + the weight-only GEMM of the weight's dtype."""
     parts, bias = _weight_only_arrays(ctx, node)
