@@ -118,8 +118,15 @@ def _observer(name, data):
     from needle_qc.quantize.observers import observer_from_dict
 
     try:
-        return observer_from_dict(data)
-    except (ValueError, TypeError, KeyError) as e:
+        obs = observer_from_dict(data)
+        if obs.n_updates < 0:
+            raise ValueError(f"n_updates={obs.n_updates} is negative")
+        if obs.n_updates:  # the state must give a usable range (convert() uses it)
+            lo, hi = (np.asarray(v, np.float64) for v in obs.range())
+            if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo <= hi)):
+                raise ValueError("its saved state gives no finite range")
+        return obs
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
         raise ValueError(f"observer %{name}: {e}") from None
 
 

@@ -111,6 +111,9 @@ def build_parser():
     quant.add_argument("checkpoint", metavar="CHECKPOINT.npz", help="state dict (.npz)")
     quant.add_argument("--model", required=True, help="zoo name or module:factory")
     quant.add_argument("--out", required=True, help="file to write (.nqc)")
+    quant.add_argument("--autotune", action="store_true",
+                       help="time each quantized layer against its float version and keep the "
+                       "faster (depends on the machine's load; default off: same file every run)")
     _quant_options(quant, required=True)
     _common(quant)
     _export_parser(sub)
@@ -376,7 +379,7 @@ def cmd_quantize(args):
         prepared = quantize_pass(graph, cfg)
         calibrate(prepared, _calibration(args.model, args.calibration_batches),
                   progress=not args.no_progress)
-        cm = compile_graph(prepared, target=args.device)
+        cm = compile_graph(prepared, target=args.device, autotune=args.autotune)
     _write_via_temp(args.out, cm.save)
     print(f"{args.model} ({how}) quantized: weight {cfg.weight}, activation "
           f"{cfg.activation or 'none'}")

@@ -313,3 +313,21 @@ def test_factory_that_raises(capsys, tmp_path, monkeypatch):
                     r"its factory raised RuntimeError: boom")
     finally:
         sys.modules.pop(name, None)
+
+
+def test_quantize_twice_gives_the_same_file(capsys, tmp_path):
+    outs = [tmp_path / "a.nqc", tmp_path / "b.nqc"]
+    for out in outs:
+        assert cli.main(_quantize("--calibration-batches", "2", out=out)) == 0
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+
+
+def test_autotune_keeping_float_is_said_by_the_cli(capsys, tmp_path, monkeypatch):
+    from needle_qc.lower import driver as lowering
+
+    monkeypatch.setattr(lowering, "measure", lambda kind, fn: 2.0 if kind == "int8" else 1.0)
+    with pytest.warns(UserWarning, match="run in float"):
+        assert cli.main(_quantize("--autotune", "--calibration-batches", "1",
+                                  out=tmp_path / "t.nqc")) == 0
+    out = capsys.readouterr().out
+    assert "kept float: %" in out and "layer(s) run in float" in out
