@@ -18,6 +18,8 @@ any batch size (the other dims must match the first call).
 """
 import warnings
 
+from needle_qc.runtime.memory import WeightMemory  # one accounting (runtime, report, here)
+
 __all__ = ["quantize", "insert_observer", "insert_obserserver", "convert", "ObservedModel",
            "QuantizedModel", "Quantizer", "WeightMemory", "DATA_TYPES", "qconfig_for"]
 
@@ -285,91 +287,6 @@ class QuantizedModel(_ModuleLike):
         state = "built" if self.compiled is not None else "built on first call"
         return f"<QuantizedModel {type(self.float_model).__name__} {self.qconfig.weight}/" \
                f"{self.qconfig.activation} target={self.target}: {state}>"
-
-
-_LAYER_OPS = ("linear", "conv2d", "qlinear", "qconv2d", "linear_dynamic", "linear_weight_only",
-              "conv2d_weight_only")
-
-
-def _layer_weight_count(node):
-    """Logical weight elements of a layer (4-bit weights are stored two per byte)."""
-    w = node.inputs[1].meta["shape"]
-    if node.op in ("linear", "qlinear", "linear_dynamic", "linear_weight_only"):
-        return int(node.inputs[0].meta["shape"][-1]) * int(w[-1])
-    return int(w[0]) * int(w[1]) * int(node.inputs[0].meta["shape"][1]) * int(w[3])
-
-
-def _has_bias(node):
-    if "has_bias" in node.attrs:
-        return bool(node.attrs["has_bias"])
-    if node.op in ("qlinear", "qconv2d"):  # a 4th input may be the weight zero point
-        from needle_qc.opset.quant_eval import layer_optional_inputs
-        return layer_optional_inputs([i.meta.get("dtype") for i in node.inputs])[1] is not None
-    return len(node.inputs) == {"linear": 3, "conv2d": 3}.get(node.op, 4)
-
-
-def _layer_dtype(node, weight):
-    if "weight_dtype" in node.attrs:
-        return node.attrs["weight_dtype"]
-    return str(weight.dtype)
-
-
-class WeightMemory:
-    """Layer weights of a graph by data type, as stored in the graph (the artifact).
-
-    ``rows[dtype]`` holds ``weights`` (elements), ``bytes`` (the weight tensors as stored;
-    4-bit packed two per byte), ``qparam_bytes`` (scales and zero points), ``bias_bytes``,
-    ``float32_bytes`` (the same weights in fp32) and ``bits_per_weight`` (weight + qparam bits
-    per element). ``other_bytes`` counts params outside linear/conv layers (embeddings,
-    norms, recurrent matrices), which stay float. ``runtime`` is the compiled model's own
-    report (what its kernels allocate; a layer without a quantized kernel keeps fp32 there).
-    """
-
-    def __init__(self, graph, runtime=None):
-        self.rows = {}
-        self.other_bytes = 0
-        self.runtime = runtime
-        used = set()
-        for node in graph.nodes:
-            if node.op in _LAYER_OPS and node.inputs[1].op == "param":
-                used |= self._add_layer(graph, node)
-        for node in graph.find("param"):
-            if node.name not in used:
-                self.other_bytes += int(graph.tensors[node.attrs["tensor"]].nbytes)
-
-    def _add_layer(self, graph, node):
-        params = [i for i in node.inputs[1:] if i.op == "param"]
-        arrays = [graph.tensors[p.attrs["tensor"]] for p in params]
-        bias = arrays.pop() if _has_bias(node) else None
-        dtype = _layer_dtype(node, arrays[0])
-        row = self.rows.setdefault(dtype, dict(weights=0, bytes=0, qparam_bytes=0,
-                                               bias_bytes=0, float32_bytes=0))
-        count = _layer_weight_count(node)
-        row["weights"] += count
-        row["bytes"] += int(arrays[0].nbytes)
-        row["qparam_bytes"] += sum(int(a.nbytes) for a in arrays[1:])
-        row["bias_bytes"] += 0 if bias is None else int(bias.nbytes)
-        row["float32_bytes"] += 4 * count
-        row["bits_per_weight"] = 8 * (row["bytes"] + row["qparam_bytes"]) / row["weights"]
-        return {p.name for p in params}
-
-    @property
-    def total_bytes(self):
-        """Every param byte: layer weights, qparams, biases and other params."""
-        return self.other_bytes + sum(r["bytes"] + r["qparam_bytes"] + r["bias_bytes"]
-                                      for r in self.rows.values())
-
-    def __str__(self):
-        lines = [f"{'dtype':<10}{'weights':>10}{'bytes':>11}{'fp32 bytes':>12}{'ratio':>7}"
-                 f"{'qparams B':>11}{'bias B':>9}{'bits/w':>8}"]
-        for dtype, r in sorted(self.rows.items()):
-            lines.append(f"{dtype:<10}{r['weights']:>10}{r['bytes']:>11}{r['float32_bytes']:>12}"
-                         f"{r['bytes'] / r['float32_bytes']:>7.3f}{r['qparam_bytes']:>11}"
-                         f"{r['bias_bytes']:>9}{r['bits_per_weight']:>8.2f}")
-        lines.append(f"other params (float) {self.other_bytes} B; total {self.total_bytes} B")
-        if self.runtime is not None:
-            lines += ["as allocated by the compiled kernels:", str(self.runtime)]
-        return "\n".join(lines)
 
 
 def _graph_memory(graph, runtime=None):

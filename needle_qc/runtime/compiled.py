@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from needle_qc.lower.driver import bind_inputs
+from needle_qc.runtime.memory import MemoryReport, runtime_report  # noqa: F401  (API)
 
 
 class CompiledModel:
@@ -149,22 +150,10 @@ class CompiledModel:
         return Explanation(self.target, self.stage, self.example_batch, rows)
 
     def memory_report(self, batch_size=None):
-        """A :class:`MemoryReport` of weights (by dtype) and the peak activation bytes."""
+        """A :class:`~needle_qc.runtime.memory.MemoryReport` of weights (by dtype) and the
+        peak activation bytes."""
         batch = batch_size or self.example_batch or 1
-        by_dtype = {}
-        for step in self.program.steps:
-            for rec in step.active.weights:
-                row = by_dtype.setdefault(rec.dtype, {"weights": 0, "theoretical_bytes": 0.0,
-                                                      "measured_bytes": 0, "qparam_bytes": 0})
-                row["weights"] += rec.count
-                row["theoretical_bytes"] += rec.theoretical_bytes
-                row["measured_bytes"] += rec.measured_bytes
-                row["qparam_bytes"] += rec.qparam_bytes
-        for row in by_dtype.values():
-            total_bits = 8 * (row["measured_bytes"] + row["qparam_bytes"])
-            row["bits_per_weight"] = total_bits / row["weights"] if row["weights"] else 0.0
-        return MemoryReport(by_dtype, self.program.peak_activation_bytes(batch), batch,
-                            self.float_layers())
+        return runtime_report(self.program, batch, self.float_layers())
 
     def save(self, path):
         """Write this model to one file (see :mod:`needle_qc.runtime.serialize`)."""
@@ -246,33 +235,6 @@ class Explanation:
 
 def _fmt(value):
     return "-" if value is None else f"{value:.1f}"
-
-
-@dataclass
-class MemoryReport:
-    """Weights by dtype (theoretical vs as allocated, qparams apart) and peak activations."""
-
-    weights: dict
-    peak_activation_bytes: int
-    batch_size: int
-    float_layers: dict = field(default_factory=dict)  # asked to be quantized, run in float
-
-    @property
-    def total_measured_bytes(self):
-        return sum(r["measured_bytes"] + r["qparam_bytes"] for r in self.weights.values())
-
-    def __str__(self):
-        lines = [f"{'dtype':<10} {'weights':>10} {'theory B':>12} {'packed B':>12} "
-                 f"{'qparams B':>10} {'bits/w':>7}"]
-        for dtype, r in sorted(self.weights.items()):
-            lines.append(f"{dtype:<10} {r['weights']:>10} {r['theoretical_bytes']:>12.0f} "
-                         f"{r['measured_bytes']:>12} {r['qparam_bytes']:>10} "
-                         f"{r['bits_per_weight']:>7.2f}")
-        lines.append(f"weights total {self.total_measured_bytes} B; peak activations "
-                     f"{self.peak_activation_bytes} B at batch {self.batch_size}")
-        for node, why in self.float_layers.items():
-            lines.append(f"kept float: %{node} ({why})")
-        return "\n".join(lines)
 
 
 @dataclass

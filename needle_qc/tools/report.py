@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from needle_qc import opset
+from needle_qc.runtime.memory import _node_or_none, memory_of, packing_allowance
 
 __all__ = ["Scheme", "SCHEMES", "ReportRow", "LayerRow", "Report", "run", "load_model",
            "packing_allowance", "MODELS"]
@@ -68,6 +69,10 @@ SCHEMES = {s.name: s for s in (
                                                "per_channel", "rounding": "gptq"}),
     Scheme("int4-g32-gptq", "w int4/g32 GPTQ", {"weight": "int4", "group_size": 32,
                                                  "rounding": "gptq"}),
+    Scheme("int3-g32", "w int3/g32 (int4 storage)", {"weight": "int4", "group_size": 32,
+                                                        "weight_bits": 3}),
+    Scheme("int3-g32-gptq", "w int3/g32 GPTQ (int4 storage)", {
+        "weight": "int4", "group_size": 32, "weight_bits": 3, "rounding": "gptq"}),
     Scheme("int4-ch-bc-cle", "w int4/ch, BC+CLE", {
         "weight": "int4", "weight_granularity": "per_channel", "bias_correction": True,
         "equalization": True}),
@@ -80,12 +85,6 @@ SCHEMES = {s.name: s for s in (
 )}
 """Every scheme of the report, fp32 baseline first."""
 
-_BITS = {"int4": 4, "uint4": 4, "int8": 8, "uint8": 8, "float16": 16, "bfloat16": 16,
-         "float32": 32}
-_DTYPE_NAMES = {"fp16": "float16", "bf16": "bfloat16", "f16": "float16", "bf16_bits": "bfloat16",
-                "i8": "int8", "u8": "uint8", "f32": "float32"}
-PANEL = 16
-"""Column panel width of every packed CPU weight layout (``csrc/quant``)."""
 
 
 @dataclass
@@ -308,122 +307,6 @@ def trace_model(name, model, batch=8):
     entry = zoo.get(name)
     batch_dim = entry.input.batch_dim if entry.input is not None else 0
     return trace(model, zoo.example_input(name, batch), batch_dims=batch_dim)
-
-
-# ----------------------------------------------------------------------------- memory
-
-def _declared_dtype(graph, node_name):
-    """The data type the quantizer gave a layer's weight (what theory counts), from the IR."""
-    node = _node_or_none(graph, node_name)
-    if node is None:
-        return "float32"
-    declared = node.attrs.get("weight_dtype")
-    if declared:
-        return _DTYPE_NAMES.get(declared, declared)
-    for inp in node.inputs[1:2]:
-        while inp.op == "dequantize":
-            inp = inp.inputs[0]
-        dtype = str(inp.meta.get("dtype") or "float32")
-        return _DTYPE_NAMES.get(dtype, dtype)
-    return "float32"
-
-
-def _node_or_none(graph, name):
-    from needle_qc.errors import IRError
-
-    try:
-        return graph.node(name)
-    except IRError:
-        return None
-
-
-def _weight_dims(graph, node_name, count):
-    """(K, N) of a layer's weight as a GEMM: N = output features (last dim), K = count / N."""
-    node = _node_or_none(graph, node_name)
-    shape = node.inputs[1].meta.get("shape") if node is not None and len(node.inputs) > 1 \
-        else None
-    n = int(shape[-1]) if shape else 1
-    return max(count // max(n, 1), 1), n
-
-
-def packing_allowance(dtype, k, n, group_size=32):
-    """The most bytes a packed CPU weight may take beyond ``k*n*bits/8`` (documented overhead).
-
-    * every format: ``n`` padded to whole 16-column panels;
-    * int8: also ``k`` padded to a multiple of 4 (k-quads) and up to 16 bytes per column of
-      bookkeeping (int32 column sum and zero point, int64 sum of ``|w|`` for the overflow
-      proof) kept in the packed buffer of the static/dynamic GEMM;
-    * int4: two weights per byte, padding only (group scales are counted as qparams);
-    * float16 / bfloat16: padding only. float32 weights are kept unpadded.
-
-    ``group_size`` is accepted for symmetry with the QConfig; the scales do not count here.
-    """
-    panels = -(-n // PANEL)
-    padded_n = panels * PANEL
-    if dtype in ("int8", "uint8"):  # uint8 weights are stored as int8 (q - z) when that fits
-        return padded_n * (-(-k // 4) * 4) - k * n + 16 * n
-    if dtype in ("float16", "bfloat16"):
-        return 2 * k * (padded_n - n)
-    if dtype in ("int4", "uint4"):
-        return (padded_n - n) * k / 2
-    return 0
-
-
-def _weight_key(graph, node_name):
-    """Identity of a layer's stored weight by content, so one weight used by many nodes (an
-    LSTM cell unrolled over time) counts once in theory; None when it cannot be found."""
-    import hashlib
-
-    node = _node_or_none(graph, node_name)
-    if node is None or len(node.inputs) < 2:
-        return None
-    inp = node.inputs[1]
-    while inp.op == "dequantize":
-        inp = inp.inputs[0]
-    array = graph.tensors.get(inp.attrs.get("tensor")) if inp.op in ("param", "constant") \
-        else None
-    if array is None:
-        return None
-    array = np.ascontiguousarray(array)
-    return (str(array.dtype), array.shape, hashlib.sha1(array.tobytes()).hexdigest())
-
-
-def memory_of(cm, batch, group_size=32):
-    """Weight bytes of a CompiledModel: a dict of the ReportRow memory fields.
-
-    ``weight_count`` and ``theoretical_bytes`` count each distinct weight once;
-    ``measured_bytes`` is every buffer the runtime holds, copies included (``duplicate_layers``
-    names the layers holding a copy of a weight already counted).
-    """
-    graph, report = cm.graph, cm.memory_report(batch)
-    out = {"weight_count": 0, "theoretical_bytes": 0.0, "measured_bytes": 0,
-           "max_packed_bytes": 0.0, "qparam_bytes": 0, "fallback_layers": [],
-           "duplicate_layers": []}
-    seen = set()
-    for step in cm.program.steps:
-        for rec in step.active.weights:
-            declared = _declared_dtype(graph, rec.node)
-            theory = rec.count * _BITS.get(declared, 32) / 8
-            key = _weight_key(graph, rec.node)
-            out["measured_bytes"] += rec.measured_bytes
-            out["qparam_bytes"] += rec.qparam_bytes
-            if rec.dtype == "float32" and declared != "float32":
-                out["fallback_layers"].append(rec.node)
-                expected = rec.count * 4
-            else:
-                k, n = _weight_dims(graph, rec.node, rec.count)
-                expected = theory + packing_allowance(rec.dtype, k, n, group_size)
-            out["max_packed_bytes"] += expected
-            if key is not None and key in seen:
-                out["duplicate_layers"].append(rec.node)
-                continue
-            seen.add(key)
-            out["weight_count"] += rec.count
-            out["theoretical_bytes"] += theory
-    count = out["weight_count"]
-    out["bits_per_weight"] = 8 * out["measured_bytes"] / count if count else math.nan
-    out["peak_activation_bytes"] = int(report.peak_activation_bytes)
-    return out
 
 
 # ----------------------------------------------------------------------------- running
