@@ -30,7 +30,7 @@ def main(argv=None):
     cfg = qc.QConfig(weight="int8", activation="static")       # per-channel int8 weights
     prepared = quantize_pass(graph, cfg)                       # float passes + observers
     print(calibrate(prepared, zoo.batches(args.model, "train", 64, limit=8), progress=False))
-    cm = compile_graph(prepared, target="cpu")                 # int8 kernels, never slower
+    cm = compile_graph(prepared, target="cpu")                 # int8 kernels, deterministic
     print(cm.explain())
     print(cm.memory_report())
 
