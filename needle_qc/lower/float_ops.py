@@ -192,3 +192,14 @@ for _op, _fn in {
     "mul_scalar": lambda x, c: (x * np.float32(c)).astype(x.dtype),
 }.items():
     register_builder(_op, _elementwise(_fn, _op))
+
+
+@builder("activation")
+def build_activation(ctx, node):
+    """A fused activation on its own: the table's numpy form, in its input's layout."""
+    if node.meta.get("dtype") != "float32":
+        return None
+    layout = _shared_layout(ctx, node)
+    name = node.attrs["name"]
+    return Impl(f"{name} (numpy)", "elementwise activation",
+                lambda x: apply_to_array(name, x), [ctx.value(node.inputs[0], layout)], layout)

@@ -14,6 +14,7 @@ from needle_qc.opset.table import (
     make_dim,
     normalize_shape,
     shape_size,
+    unary_rule,
 )
 
 # ----------------------------------------------------------------------------- shape rules
@@ -240,6 +241,11 @@ _row("conv2d", (2, 3), {"stride": "int", "padding": "int", "activation": "str?"}
      _with_activation(_eval_conv2d), stride=1, padding=0,
      traits=Traits(kind="layer", quantizable="weight", weight_input=1, out_axis=3,
                    reduction_axis=2, module_type="Conv"))
+_row("activation", 1, {"name": "str"}, unary_rule,
+     "A fused activation applied on its own (needle_qc.opset.activations), e.g. split off a "
+     "weight-only layer.", lambda inputs, attrs, ctx: apply_to_tensor(
+         attrs["name"], _needle().ops, inputs[0]),
+     traits=Traits(layout_free=True))
 _row("add_relu", 2, {}, _elementwise_rule("add_relu"),
      "relu(a + b) of two equal-shape tensors (fused residual join).", _eval_add_relu,
      traits=Traits(quantizable="activations", module_type="add"))

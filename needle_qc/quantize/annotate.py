@@ -11,6 +11,7 @@ import numpy as np
 
 from needle_qc.errors import IRError
 from needle_qc.opset import FLOAT_DTYPES, traits
+from needle_qc.quantize.overrides import check_matches, excluded
 from needle_qc.quantize.qconfig import QConfig
 
 
@@ -63,6 +64,7 @@ def annotate_qconfig(graph, cfg):
     """
     if not isinstance(cfg, QConfig):
         raise ValueError(f"quantize: config must be a QConfig, got {type(cfg).__name__}")
+    check_matches(graph, cfg)  # an override matching no layer would silently do nothing
     count = 0
     for node in graph.nodes:
         if _is_weight_matmul(node) and _config_for(cfg, node, "linear") is not None:
@@ -81,6 +83,8 @@ def annotate_qconfig(graph, cfg):
 
 
 def _config_for(cfg, node, op):
+    if excluded(cfg, node, op):
+        return None
     path = node.meta.get("module_path") or ""
     return cfg.for_module(path, node.meta.get("module_type") or traits(op).module_type)
 
@@ -186,15 +190,19 @@ def rename_node(graph, node, name):
 def replace_layer(graph, old, op, inputs, attrs):
     """Insert ``op(inputs)`` where ``old`` is, move its users, erase it, take its name.
 
-    A fused ``activation="relu"`` of ``old`` becomes a separate ``relu`` after the new node.
+    A fused activation of ``old`` becomes a separate node after the new one: ``relu`` for
+    relu, the generic ``activation {name=...}`` op for any other.
     """
+    act = old.attrs.get("activation")
     with graph.inserting_before(old):
         new = graph.call(op, inputs, attrs, name=f"{old.name}_new")
         # print attrs in the op table's declared order, not defaults-first
         new.attrs = {key: new.attrs[key] for key in new.opdef.attrs}
         out = new
-        if old.attrs.get("activation") == "relu":
+        if act == "relu":
             out = graph.call("relu", [new], name=f"{old.name}_relu")
+        elif act is not None:
+            out = graph.call("activation", [new], {"name": act}, name=f"{old.name}_{act}")
     for node in (new, out):
         if "module_path" in old.meta:
             node.meta["module_path"] = old.meta["module_path"]
