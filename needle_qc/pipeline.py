@@ -87,6 +87,7 @@ def compile(graph, target="cpu", stop_after=None, force_int8=False, calibration=
     if tune_kernels is not None:
         autotune = bool(tune_kernels)
     program = lower(staged, target, choices=choices)
+    _check_choices(program, choices)
     batch = example_batch or _batch_of(batches) or DEFAULT_EXAMPLE_BATCH
     config = {"force_int8": bool(force_int8), "stop_after": stop_after}
     if batches is not None and stage_of(graph) not in ("observed", "float"):
@@ -101,6 +102,15 @@ def compile(graph, target="cpu", stop_after=None, force_int8=False, calibration=
     cm = CompiledModel(program, stage, batch, config, tuning=tuning)
     announce_float_layers(cm)
     return cm
+
+
+def _check_choices(program, choices):
+    """Replayed choices must name layers that have a float version, with a known value."""
+    known = {s.node for s in program.steps if s.alternative is not None}
+    for node, choice in (choices or {}).items():
+        if node not in known or choice not in ("primary", "alternative"):
+            raise ValueError(f"compile: choices[{node!r}] = {choice!r}: expected 'primary' or "
+                             f"'alternative' for one of the layers {sorted(known)}")
 
 
 class KeptFloatWarning(UserWarning):

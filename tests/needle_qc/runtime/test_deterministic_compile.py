@@ -129,3 +129,11 @@ def test_loaded_model_with_kept_float_layers_warns(monkeypatch, tmp_path):
     save(cm, tmp_path / "m.nqc")
     with pytest.warns(KeptFloatWarning, match="fc1"):
         load(tmp_path / "m.nqc")
+
+
+def test_replayed_choices_must_name_known_layers():
+    prepared = quantize_pass(mlp(), STATIC)
+    with pytest.raises(ValueError, match=r"choices\['fc9'\] = 'alternative'.*\['fc1', 'fc2'\]"):
+        compile(prepared, calibration=batches((5, 4)), choices={"fc9": "alternative"})
+    with pytest.raises(ValueError, match=r"choices\['fc1'\] = 'fast'"):
+        compile(prepared, calibration=batches((5, 4)), choices={"fc1": "fast"})
