@@ -356,8 +356,9 @@ def quantize(model=None, data_type="int8", activation=None, calibration_data=Non
         The batch dim of the inputs (default 0; 1 for ``LanguageModel``).
     target : {"cpu", "cuda", "reference"}
     force_int8 : bool, optional
-        Keep every quantized kernel even where its float version measured faster. Default:
-        True for weight-only (memory is the point), False otherwise (never slower).
+        Passed to ``needle_qc.compile``; it matters only with timing-based choices, which
+        ``compile`` makes only when asked (``autotune=True``): by default every quantized
+        kernel is kept and the result is the same on every run.
     **qconfig_kwargs
         Other :class:`needle_qc.QConfig` fields (``weight_granularity``, ``group_size``,
         ``weight_symmetric``, ``activation_dtype``, ``observer``, ``module_paths``, ...).
