@@ -163,3 +163,15 @@ def test_duplicate_json_key_is_refused(saved):
     struct.pack_into("<QI", data, 8, len(text), zlib.crc32(text))
     saved.write_bytes(bytes(data[:HEADER.size]) + text + b"\0" * 64)
     _refused(saved, r"the JSON header repeats the key 'kind'")
+
+
+def test_weight_only_scale_that_is_not_positive_is_refused(tmp_path):
+    path = tmp_path / "m.nqc"
+    save(compile(quantize_pass(mlp(), QConfig(weight="int4", group_size=2))), path)
+
+    def change(doc, tensors):
+        key = next(k for k in tensors if "scale" in k)
+        tensors[key] = tensors[key].copy()
+        tensors[key].flat[0] = 0.0
+    _rewrite(path, change)
+    _refused(path, r"%fc\d: weight scale tensor '.*scale.*' has 1 values that are not finite")
