@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from needle_qc.quantize import qconfig_checks as checks
+
 WEIGHT_DTYPES = ("int8", "uint8", "int4", "uint4", "fp16", "bf16")
 ACTIVATION_MODES = (None, "static", "dynamic")
 ACTIVATION_DTYPES = ("uint8", "int8")
@@ -12,6 +14,16 @@ OBSERVERS = ("minmax", "moving_average", "percentile", "entropy", "mse")
 ROUNDINGS = ("nearest", "gptq")
 _FLOAT_WEIGHTS = ("fp16", "bf16")
 _LOW_BIT = ("int4", "uint4")
+
+
+def _normalize(cfg) -> None:
+    """Other dtype spellings (``float16``) to ours, exclusion lists to tuples (JSON lists)."""
+    object.__setattr__(cfg, "weight", checks.canonical_weight(cfg.weight))
+    for name in ("exclude_ops", "exclude_paths"):
+        value = getattr(cfg, name)
+        if isinstance(value, str) or not isinstance(value, (tuple, list)):
+            raise ValueError(f"QConfig: {name} must be a tuple of str, got {value!r}")
+        object.__setattr__(cfg, name, tuple(value))
 
 
 def _choose(value, valid, what: str):
@@ -41,6 +53,10 @@ class QConfig:
     observer : {"minmax", "moving_average", "percentile", "entropy", "mse"}
     percentile : float
         In (0, 100], used by the percentile observer.
+    weight_bits : {None, 2, 3}
+        A grid narrower than the 4-bit dtype, stored in its 4-bit containers (int4/uint4
+        weight-only only; memory is that of int4): int3 [-3, 3] / uint3 [0, 7], int2 [-1, 1] /
+        uint2 [0, 3] (symmetric grids narrow, as for every weight).
     rounding : {"nearest", "gptq"}
         How integer weights are rounded: to nearest (RTN), or GPTQ (Hessian-aware with error
         feedback, calibrated on the layer inputs; ``gptq_percdamp`` damping relative to the mean
@@ -54,6 +70,12 @@ class QConfig:
     smoothquant : None, float in [0, 1] or "auto"
         SmoothQuant migration strength alpha for linear layers fed by a LayerNorm (static
         activations only); "auto" picks alpha on the calibration data.
+    exclude_ops : tuple[str, ...]
+        Ops kept float wherever they are (IR op names as ``print(graph)`` shows them:
+        ``"conv2d"``, ``"linear"``, ``"matmul"``, ``"add"``), like ORT's op_types_to_quantize.
+    exclude_paths : tuple[str, ...]
+        Regexes; a layer whose module path or node name matches one in full stays float (ORT's
+        nodes_to_exclude, torch.ao's set_module_name_regex with None).
     module_types, module_paths : dict[str, QConfig | None]
         Overrides by module type name (``"Linear"``) and by dotted module path
         (``"layer1.0.conv"``; a path also covers its children). None keeps the module float.
@@ -69,18 +91,22 @@ class QConfig:
     activation_symmetric: bool = False
     observer: str = "minmax"
     percentile: float = 99.99
+    weight_bits: int | None = None
     rounding: str = "nearest"
     gptq_percdamp: float = 0.01
     gptq_act_order: bool = False
     bias_correction: bool = False
     equalization: bool = False
     smoothquant: float | str | None = None
+    exclude_ops: tuple = ()
+    exclude_paths: tuple = ()
     module_types: dict = field(default_factory=dict)
     module_paths: dict = field(default_factory=dict)
 
     __hash__ = None  # holds dicts; compare with ==, do not hash
 
     def __post_init__(self):
+        _normalize(self)
         _choose(self.weight, WEIGHT_DTYPES + (None,), "weight")
         _choose(self.activation, ACTIVATION_MODES, "activation")
         _choose(self.activation_dtype, ACTIVATION_DTYPES, "activation_dtype")
@@ -96,6 +122,8 @@ class QConfig:
         if not isinstance(self.percentile, (int, float)) or not 0 < self.percentile <= 100:
             raise ValueError(f"QConfig: percentile={self.percentile!r} must be in (0, 100]")
         self._check_combinations()
+        checks.check_supported(self)
+        checks.check_exclusions(self)
         self._check_algorithms()
         for attr in ("module_types", "module_paths"):
             self._check_overrides(attr)
@@ -116,6 +144,12 @@ class QConfig:
     def _check_algorithms(self) -> None:
         """The fields beyond round-to-nearest (issue 16): types, ranges, what they need."""
         _choose(self.rounding, ROUNDINGS, "rounding")
+        _choose(self.weight_bits, (None, 2, 3), "weight_bits")
+        if self.weight_bits is not None and (self.weight not in _LOW_BIT
+                                             or self.activation is not None):
+            raise ValueError(f"QConfig: weight_bits={self.weight_bits} is a grid inside 4-bit "
+                             f"weight-only storage (weight='int4' or 'uint4', activation=None), "
+                             f"got weight={self.weight!r}, activation={self.activation!r}")
         for name in ("gptq_act_order", "bias_correction", "equalization"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"QConfig: {name}={getattr(self, name)!r} must be a bool")
@@ -178,6 +212,12 @@ class QConfig:
             return None
         return self.replace(module_types={}, module_paths={})
 
+    @classmethod
+    def preset(cls, name: str, **changes) -> QConfig:
+        """The QConfig of a report scheme by name (``"int8-static"``, ``"int4-g32"``, ...),
+        with ``changes`` applied: ``QConfig.preset("int8-dyn", exclude_ops=("conv2d",))``."""
+        return cls(**{**checks.preset_args(name), **changes})
+
     def replace(self, **changes) -> QConfig:
         """Copy with some fields changed (validated again)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -194,6 +234,8 @@ class QConfig:
         for attr in ("module_types", "module_paths"):
             out[attr] = {k: (None if v is None else v.to_dict())
                          for k, v in sorted(getattr(self, attr).items())}
+        for attr in ("exclude_ops", "exclude_paths"):  # JSON has lists, not tuples
+            out[attr] = list(out[attr])
         return out
 
     @classmethod

@@ -51,7 +51,7 @@ def test_for_module_precedence():
 
 
 def test_json_round_trip_and_unknown_keys():
-    cfg = QConfig(weight="int4", activation="dynamic", activation_granularity="per_token",
+    cfg = QConfig(weight="int8", activation="dynamic", activation_granularity="per_token",
                   group_size=64, module_types={"Embedding": None},
                   module_paths={"blocks.0": QConfig(weight="bf16")})
     text = json.dumps(cfg.to_dict())
