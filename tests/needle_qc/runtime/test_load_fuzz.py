@@ -21,6 +21,7 @@ import pytest
 from needle_qc.pipeline import compile
 from needle_qc.quantize import QConfig
 from needle_qc.quantize.api import quantize_pass
+from needle_qc.quantize.qparams import qrange
 from needle_qc.runtime.serialize import HEADER, load, save
 from tests.needle_qc.quantize.qpass_models import batches, mlp
 
@@ -48,9 +49,24 @@ def _outcome(data, path, want):
     got = cm(X)
     if np.array_equal(got, want) and got.dtype == want.dtype:
         return "identical"
+    _assert_sound(cm.graph)
     reference = cm.graph(X).numpy()
     np.testing.assert_array_equal(got, reference)
     return "other model"
+
+
+def _assert_sound(graph):
+    """What any accepted file must satisfy, checked here without the loader's own code."""
+    graph.lint()
+    for node in graph.nodes:
+        qp = node.meta.get("qparams")
+        if qp is not None:
+            qmin, qmax = qrange(node.meta["dtype"])
+            assert np.isfinite(qp["s"]) and np.float32(qp["s"]) > 0, (node.name, qp)
+            assert isinstance(qp["z"], int) and qmin <= qp["z"] <= qmax, (node.name, qp)
+        if node.op == "qlinear":
+            scale = graph.tensors[node.inputs[2].attrs["tensor"]]
+            assert np.all(np.isfinite(scale) & (scale > 0)), node.name
 
 
 def _json_span(data):
