@@ -4,7 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = ["bench_ndarray.py", "bench_int8.py", "bench_e2e.py", "bench_trace.py"]
+SCRIPTS = ["bench_ndarray.py", "bench_int8.py", "bench_e2e.py", "bench_models.py",
+           "bench_trace.py"]
 
 
 def main() -> int:

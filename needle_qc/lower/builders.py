@@ -1,7 +1,13 @@
 """The kernel builders, one module per family; each registers its builders with ``@builder``
 (:mod:`needle_qc.lower.registry`) next to their code. Importing this module loads them all."""
 
-from needle_qc.lower import float_ops, int8, quant_ops, weight_only  # noqa: F401  (registers)
+from needle_qc.lower import (  # noqa: F401  (registers)
+    float_ops,
+    int8,
+    quant_ops,
+    sequence_ops,
+    weight_only,
+)
 from needle_qc.lower.registry import BUILDERS, builder, register_builder, unregister_builder
 
 __all__ = ["BUILDERS", "builder", "register_builder", "unregister_builder"]

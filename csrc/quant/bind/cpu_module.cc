@@ -8,6 +8,8 @@ void bind_conv(py::module_& m);
 void bind_weight_only(py::module_& m);
 void bind_weight_int8(py::module_& m);
 void bind_naive(py::module_& m);
+void bind_float_layers(py::module_& m);
+void bind_naive_float_layers(py::module_& m);
 }  // namespace needle_qc
 
 PYBIND11_MODULE(_quant_cpu, m) {
@@ -18,4 +20,6 @@ PYBIND11_MODULE(_quant_cpu, m) {
   needle_qc::bind_weight_only(m);
   needle_qc::bind_weight_int8(m);
   needle_qc::bind_naive(m);
+  needle_qc::bind_float_layers(m);
+  needle_qc::bind_naive_float_layers(m);
 }
