@@ -17,9 +17,11 @@ import warnings
 
 import numpy as np
 
+from needle_qc import opset
 from needle_qc.lower.driver import lower, tune
 from needle_qc.opset import traits
-from needle_qc.runtime.compiled import CompiledModel
+from needle_qc.quantize.api import calibrate, convert, to_integer
+from needle_qc.runtime.compiled import CompiledModel, TuningRecord
 
 STAGES = ("float", "observed", "qdq", "int8")
 DEFAULT_EXAMPLE_BATCH = 32
@@ -119,8 +121,6 @@ class KeptFloatWarning(UserWarning):
 
 def _autotune(program, batch, force_int8, config):
     """Time and choose (the never-slower rule); the TuningRecord, or None if it failed."""
-    from needle_qc.runtime.compiled import TuningRecord
-
     try:
         tune(program, _example_inputs(program, batch), force_int8)
     except (ValueError, IndexError, OverflowError) as e:  # e.g. ids out of a vocabulary
@@ -145,10 +145,23 @@ def announce_float_layers(cm, stacklevel=3):
 
 
 def _advance(graph, stop_after, batches):
-    """(stage name, graph at the requested stage)."""
-
+    """(stage name, graph at the requested stage): the column float | observed -> calibrated ->
+    qdq -> int8, each step run only while the graph is above the stage asked for."""
     have = stage_of(graph)
     want = stop_after or ("float" if have == "float" else "int8")
+    _check_reachable(have, want, batches)
+    if have == "observed" and want == "float":
+        return "float", _strip_observers(graph)
+    if want == have:
+        return want, graph
+    if have == "observed":
+        graph = convert(_calibrated(graph.copy(), batches))  # observed -> calibrated -> qdq
+        if want == "qdq":
+            return want, graph
+    return want, to_integer(graph)  # qdq -> int8
+
+
+def _check_reachable(have, want, batches):
     if STAGES.index(want) < STAGES.index(have) and not (want == "float" and have == "observed"):
         raise ValueError(f"compile: the graph is already at stage {have!r}; it cannot be "
                          f"taken back to {want!r}")
@@ -158,31 +171,9 @@ def _advance(graph, stop_after, batches):
     if batches is not None and have == "float":
         raise ValueError("compile: calibration= only applies to an observed graph; this graph "
                          "is float (run quantize_pass(graph, cfg) first)")
-    if have == "observed":
-        if want == "float":
-            return "float", _strip_observers(graph)
-        if want == "observed":
-            return "observed", graph
-        graph = _calibrated(graph.copy(), batches)
-        have = "observed"
-    return want, _convert(graph, have, want)
-
-
-def _convert(graph, have, want):
-    from needle_qc.quantize.api import convert, to_integer
-
-    if have == want:
-        return graph
-    if have == "observed":
-        graph = convert(graph)
-        if want == "qdq":
-            return graph
-    return to_integer(graph)
 
 
 def _calibrated(graph, batches):
-    from needle_qc.quantize.api import calibrate
-
     if batches is not None:
         calibrate(graph, batches, progress=False)
     empty = [n for n, obs in graph.observers.items() if obs.n_updates == 0]
@@ -194,7 +185,6 @@ def _calibrated(graph, batches):
 
 
 def _strip_observers(graph):
-
     g = graph.copy()
     for node in g.find("observer"):
         node.replace_all_uses_with(node.inputs[0])
@@ -212,8 +202,6 @@ def _batch_of(batches):
 
 def _example_inputs(program, batch):
     """Seeded random inputs of the placeholders' shapes at ``batch`` (for timing only)."""
-    from needle_qc import opset
-
     rng = np.random.default_rng(0)
     out = []
     for name, dtype, shape in program.inputs:
