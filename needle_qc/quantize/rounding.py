@@ -16,18 +16,30 @@ def round_weight(w, cfg, granularity, axis=None, moments=None, where="?") -> Qua
     """``w`` quantized as ``cfg`` says (``cfg.rounding``): RTN, or GPTQ on ``moments.hessian``.
 
     ``axis`` is quantize_weight's (per_group: the reduction axis); GPTQ always groups along the
-    reduction axis (K, or C_in for conv), which is what the passes ask for.
+    reduction axis (K, or C_in for conv), which is what the passes ask for. With
+    ``cfg.weight_bits`` (2 or 3) the grid is int2/int3 (uint2/uint3) and the record is labelled
+    with the 4-bit storage dtype (its integers fit it).
     """
-    if cfg.rounding != "gptq":
+    if cfg.rounding != "gptq" and cfg.weight_bits is None:
         return quantize_weight(w, cfg.weight, granularity, axis=axis, group_size=cfg.group_size,
                                symmetric=cfg.weight_symmetric)
-    if moments is None:
+    if cfg.rounding == "gptq" and moments is None:
         raise ValueError(f"%{where}: rounding='gptq' needs the layer's calibration inputs; build "
                          "the graph with quantize_pass and run calibrate() before converting")
-    return gptq_quantize_weight(np.asarray(w, np.float32), moments.hessian, cfg.weight,
-                                granularity, cfg.group_size, cfg.weight_symmetric,
-                                percdamp=float(cfg.gptq_percdamp),
-                                act_order=bool(cfg.gptq_act_order))
+    w = np.asarray(w, np.float32)
+    grid = cfg.weight if cfg.weight_bits is None else \
+        f"{'u' if cfg.weight.startswith('u') else ''}int{cfg.weight_bits}"
+    # RTN on a grid quantize_weight lacks: GPTQ with an identity Hessian is RTN bit for bit
+    hessian = moments.hessian if cfg.rounding == "gptq" else \
+        np.eye(int(np.prod(w.shape[:-1])))
+    qw = gptq_quantize_weight(w, hessian, grid, granularity, cfg.group_size,
+                              cfg.weight_symmetric, percdamp=float(cfg.gptq_percdamp),
+                              act_order=bool(cfg.gptq_act_order and cfg.rounding == "gptq"))
+    if grid == cfg.weight:
+        return qw
+    container = np.uint8 if cfg.weight == "uint4" else np.int8
+    return replace(qw, q=qw.q.astype(container), zp=np.asarray(qw.zp).astype(container),
+                   dtype=cfg.weight)
 
 
 def as_single_group(qw: QuantizedWeight, red_axis: int) -> QuantizedWeight:

@@ -225,3 +225,70 @@ def test_smoothquant_keeps_float_outputs_and_lowers_w8a8_error(alpha):
         assert "qlinear" in _ops(cm)
         err[name] = np.mean((_outputs(cm.run_arrays, batches) - ref) ** 2)
     assert err["smooth"] < 0.5 * err["plain"], err
+
+
+# ----------------------------------------------------------------------------- int3 / int2 grids
+
+
+@pytest.mark.parametrize("bits", [2, 3])
+def test_narrow_grids_run_in_int4_storage_and_gptq_lowers_their_error(bits):
+    g, batches = _linear_graph(), _correlated_batches()
+    ref = _outputs(g, batches)
+    cfg = QConfig(weight="int4", group_size=8, weight_bits=bits)
+    rtn = _compiled(g, cfg, batches)
+    fc = rtn.graph.node("fc")
+    assert fc.attrs["weight_dtype"] == "int4"
+    from needle_qc.quantize import unpack_int4
+
+    q = unpack_int4(rtn.graph.tensors[fc.inputs[1].attrs["tensor"]], 16, axis=0, signed=True)
+    assert np.abs(q).max() == 2 ** (bits - 1) - 1
+    gptq = _compiled(g, cfg.replace(rounding="gptq"), batches)
+    err_rtn = np.mean((_outputs(rtn.run_arrays, batches) - ref) ** 2)
+    err_gptq = np.mean((_outputs(gptq.run_arrays, batches) - ref) ** 2)
+    assert err_gptq < 0.7 * err_rtn, (err_gptq, err_rtn)
+
+
+def test_weight_bits_is_refused_outside_4bit_weight_only():
+    with pytest.raises(ValueError, match="weight_bits=3 is a grid inside 4-bit"):
+        QConfig(weight="int8", weight_bits=3)
+    with pytest.raises(ValueError, match="weight_bits=5 is not valid"):
+        QConfig(weight="int4", weight_bits=5)
+
+
+# ----------------------------------------------------------------------------- QAT
+
+
+def _qat_setup():
+    import needle as ndl
+    from needle_qc import prepare_qat
+
+    g = qpass_models.mlp()
+    cfg = QConfig(weight="int4", weight_granularity="per_channel", weight_bits=2)
+    x = np.random.default_rng(7).standard_normal((64, 4)).astype(np.float32)
+    return ndl, g, cfg, prepare_qat(g, cfg), x
+
+
+def test_qat_forward_is_what_convert_compiles():
+    ndl, g, cfg, module, x = _qat_setup()
+    cm = compile(module.convert(), tune_kernels=False)
+    out = module(ndl.Tensor(x, device=module.device)).numpy()
+    assert np.allclose(out, cm.run_arrays(x)[0], atol=1e-5)
+    rtn = compile(quantize_pass(g, cfg), tune_kernels=False)
+    assert np.array_equal(cm.run_arrays(x)[0], rtn.run_arrays(x)[0])  # untrained: RTN
+
+
+def test_qat_trains_through_the_fake_quant_and_beats_rtn():
+    ndl, g, cfg, module, x = _qat_setup()
+    target = _first(g(x))
+    opt = ndl.optim.Adam(module.parameters(), lr=3e-3)
+    for _ in range(60):
+        opt.reset_grad()
+        diff = module(ndl.Tensor(x, device=module.device)) - ndl.Tensor(target,
+                                                                         device=module.device)
+        ((diff * diff).sum() / target.size).backward()
+        opt.step()
+    qat = compile(module.convert(), tune_kernels=False)
+    rtn = compile(quantize_pass(g, cfg), tune_kernels=False)
+    err_qat = np.mean((qat.run_arrays(x)[0] - target) ** 2)
+    err_rtn = np.mean((rtn.run_arrays(x)[0] - target) ** 2)
+    assert err_qat < 0.8 * err_rtn, (err_qat, err_rtn)
