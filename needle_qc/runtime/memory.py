@@ -31,7 +31,7 @@ def _is_weight_layer(node):
 def _layer_weight_count(node):
     """Logical weight elements of a layer (4-bit weights are stored two per byte)."""
     w = node.inputs[1].meta["shape"]
-    if node.op in ("linear", "qlinear", "linear_dynamic", "linear_weight_only"):
+    if traits(node.op).reduction_axis == 0:  # the linear family: (K, N) weights
         return int(node.inputs[0].meta["shape"][-1]) * int(w[-1])
     return int(w[0]) * int(w[1]) * int(node.inputs[0].meta["shape"][1]) * int(w[3])
 
