@@ -17,12 +17,11 @@ from needle_qc.passes import register_pass
 def is_tensor(node):
     """A param or constant: its value lives in the graph's tensor table."""
     return traits(node.op).kind == "tensor"
-NEVER_FOLDED = frozenset({"placeholder", "output", "param", "constant", "full"})
 
 
 def is_foldable(node):
     """True if ``node`` computes one concrete tensor from params/constants only."""
-    if node.op in NEVER_FOLDED or not node.inputs:
+    if traits(node.op).kind == "structure" or not node.inputs:  # sources and the output
         return False
     if not all(is_tensor(i) for i in node.inputs):
         return False
