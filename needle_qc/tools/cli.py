@@ -76,6 +76,7 @@ def build_parser():
 
     parser = _Parser(prog="needle-qc", description="Post-training quantization for Needle "
                      "models: trace, quantize, compile, measure.")
+    parser.add_argument("--version", action="version", version=f"needle-qc {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -117,7 +118,19 @@ def build_parser():
     _quant_options(quant, required=True)
     _common(quant)
     _export_parser(sub)
+    inspect = sub.add_parser("inspect", help="what a saved .nqc file holds",
+                             description="Load FILE (a graph or compiled model saved by "
+                             "needle-qc quantize or qc.save) and print its stage, ops, weight "
+                             "bytes and qparams, then one row per node (--nodes).")
+    inspect.add_argument("file", metavar="FILE.nqc", help="file written by qc.save")
+    inspect.add_argument("--nodes", action="store_true", help="also print the node table")
     return parser
+
+
+def _version():
+    from needle_qc._version import __version__
+
+    return __version__
 
 
 def _export_parser(sub):
@@ -435,8 +448,30 @@ def _write_bytes(path, data):
         f.write(data)
 
 
+def cmd_inspect(args):
+    from needle_qc.runtime.serialize import load
+    from needle_qc.tools.tabulate import summarize, tabulate
+
+    if not os.path.isfile(args.file):
+        raise UsageError(f"file not found: {args.file}")
+    try:
+        obj = load(args.file)
+    except ValueError as err:  # load names the file and what is wrong with it
+        raise UsageError(_first_line(err)) from None
+    kind = "compiled model" if hasattr(obj, "program") else "graph"
+    print(f"{args.file}: {kind}")
+    for line in summarize(obj):
+        print(f"  {line}")
+    if hasattr(obj, "memory_report"):
+        print("  " + str(obj.memory_report()).replace("\n", "\n  "))
+    if args.nodes:
+        print()
+        print(tabulate(obj))
+    return 0
+
+
 COMMANDS = {"demo": cmd_demo, "report": cmd_report, "draw": cmd_draw, "quantize": cmd_quantize,
-            "export": cmd_export}
+            "export": cmd_export, "inspect": cmd_inspect}
 
 
 def main(argv=None):
