@@ -48,10 +48,23 @@ def qconfig_for(data_type="int8", activation=None, **qconfig_kwargs):
 
 
 def _default_batch_dims(model):
-    # LanguageModel takes time-major (T, bs) ids: the batch is dim 1.
-    from needle.models import LanguageModel
+    # A language model takes time-major (T, bs) ids: the batch is dim 1. Recognised by its
+    # structure (works for any Needle's LanguageModel): ``forward(x, h=None)``, an embedding.
+    return 1 if is_language_model(model) else 0
 
-    return 1 if isinstance(model, LanguageModel) else 0
+
+def is_language_model(model):
+    """True for the course's language-model shape: ``forward(x, h=None)`` (ids plus an
+    optional recurrent state) and an embedding table among its modules' fields."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if len(params) != 2 or params[1].default is not None:
+        return False
+    return any(type(v).__name__ == "Embedding" for v in vars(model).values())
 
 
 def _graph_inputs(args, count):
@@ -71,12 +84,34 @@ def _model_device(model):
 
 def _on_device(inputs, device):
     """Tensors moved to ``device`` (the model's), so eager tracing never mixes devices."""
-    import needle as ndl
+    from needle_qc.frontend import framework_of_value
 
     if device is None:
         return tuple(inputs)
-    return tuple(ndl.Tensor(x.numpy(), device=device, dtype=x.dtype, requires_grad=False)
-                 if isinstance(x, ndl.Tensor) and x.device != device else x for x in inputs)
+    out = []
+    for x in inputs:
+        fw = framework_of_value(x)
+        if fw is not None and not fw.is_own and x.device != device:
+            x = fw.module.Tensor(x.numpy(), device=device, dtype=x.dtype, requires_grad=False)
+        out.append(x)
+    return tuple(out)
+
+
+def _as_model_tensors(value, model):
+    """Graph outputs as Tensors of the model's own Needle (an observed graph runs on
+    needle_qc's arrays when the model is a user's)."""
+    from needle_qc.frontend import framework_of
+    from needle_qc.frontend.own import Tensor as OwnTensor
+
+    if isinstance(value, (tuple, list)):
+        return type(value)(_as_model_tensors(v, model) for v in value)
+    if not isinstance(value, OwnTensor):
+        return value
+    fw = framework_of(model)
+    device = _model_device(model)
+    array = value.numpy()
+    dtype = array.dtype.name if array.dtype.name in fw.caps.get("dtypes", ()) else "float32"
+    return fw.tensor(array.astype(dtype, copy=False), device, dtype)
 
 
 def _trace(model, inputs, batch_dims):
@@ -168,7 +203,7 @@ class ObservedModel(_ModuleLike):
         inputs = _on_device(_graph_inputs(args, count), self.device)
         if not self.traced:
             self._prepare(inputs)
-        out = self._observed(*inputs)
+        out = _as_model_tensors(self._observed(*inputs), self.float_model)
         self.calls += 1
         return out
 
@@ -328,10 +363,13 @@ def _qconfig_part(kwargs):
 
 
 def _check_model(model, where):
-    import needle as ndl
+    from needle_qc.frontend import FrameworkError, framework_of
 
-    if not isinstance(model, ndl.nn.Module):
-        raise TypeError(f"{where}: expected a needle.nn.Module, got {type(model).__name__}")
+    try:
+        framework_of(model)
+    except FrameworkError:
+        raise TypeError(f"{where}: expected a needle.nn.Module, got {type(model).__name__}") \
+            from None
 
 
 def quantize(model=None, data_type="int8", activation=None, calibration_data=None,

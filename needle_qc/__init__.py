@@ -11,6 +11,7 @@ Public API (see docs/architecture.md)::
 from needle_qc import ops, passes, quantize
 from needle_qc.capture.tracer import trace
 from needle_qc.errors import IRError, TraceError
+from needle_qc.frontend.seed_api import enable_seed_api
 from needle_qc.ir.graph import Graph, Node
 from needle_qc.ir.interpreter import Interpreter
 from needle_qc.ir.pattern import Rule, replace_pattern, rewrite
@@ -33,5 +34,5 @@ __all__ = [
     "convert", "deviation", "draw", "export_onnx", "get_op", "get_pass", "list_passes", "load",
     "make_observer", "ops", "passes", "prepare_qat", "prepare_stages", "quantize", "quantize_pass",
     "register_op", "register_pass", "replace_pattern", "rewrite", "run_passes", "save",
-    "to_integer", "trace", "zoo",
+    "to_integer", "trace", "zoo", "enable_seed_api",
 ]
