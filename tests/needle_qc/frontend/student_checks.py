@@ -1,5 +1,6 @@
 """Run inside a student tree's process (see course_env.run_student): every step of the
 matrix for one model, returned as a dict. Not collected by pytest (no ``test_`` prefix)."""
+import inspect
 import os
 import tempfile
 
@@ -27,7 +28,9 @@ def build(name, models):
     else:
         kind = {"rnn": "rnn", "lstm": "lstm", "transformer": "transformer"}[name]
         emb, hidden = (8, 16) if kind == "transformer" else (6, 8)
-        model = models.LanguageModel(emb, 11, hidden, 2, kind, seq_len=10, device=dev)
+        extra = {"seq_len": 10} if "seq_len" in inspect.signature(
+            models.LanguageModel).parameters else {}  # the 2022 LanguageModel has none
+        model = models.LanguageModel(emb, 11, hidden, 2, kind, device=dev, **extra)
         data = [rng.integers(0, 11, (5, 4)).astype(np.float32) for _ in range(5)]
         dims = 1
     model.eval()
