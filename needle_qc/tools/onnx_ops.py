@@ -268,11 +268,22 @@ def _full(b, node):
 
 # ----------------------------------------------------------------------------- layers
 
-def _finish(b, node, value, relu):
-    """Apply a fused ReLU (if any); the last value gets the node's own name."""
-    if relu:
-        return b.op("Relu", [value], node.name)
-    return value
+ACTIVATIONS = {"relu": "Relu"}
+"""Fused activation name (a layer's ``activation`` attr) -> ONNX op."""
+
+
+def _finish(b, node, value, activation):
+    """Apply a fused activation (None: none); the last value gets the node's own name."""
+    if activation is None:
+        return value
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"export_onnx: %{node.name}: activation {activation!r} has no ONNX "
+                         f"form here (exportable: {', '.join(ACTIVATIONS)})")
+    return b.op(ACTIVATIONS[activation], [value], node.name)
+
+
+def _activation(b, node):
+    return _finish(b, node, b.value(node.inputs[0]), node.attrs["name"])
 
 
 def _linear(b, node):
@@ -280,7 +291,7 @@ def _linear(b, node):
     out = b.op("MatMul", [b.value(x), b.value(w)], f"{node.name}_matmul")
     if bias:
         out = b.op("Add", [out, b.value(bias[0])], f"{node.name}_add")
-    return _finish(b, node, out, node.attrs.get("activation") == "relu")
+    return _finish(b, node, out, node.attrs.get("activation"))
 
 
 def _conv_attrs(node, k):
@@ -293,7 +304,7 @@ def _conv2d(b, node):
     k = w.meta["shape"][0]
     inputs = [b.value(x), b.value(w, OIHW)] + [b.value(n) for n in bias]
     out = b.op("Conv", inputs, f"{node.name}_conv", **_conv_attrs(node, k))
-    return _finish(b, node, out, node.attrs.get("activation") == "relu")
+    return _finish(b, node, out, node.attrs.get("activation"))
 
 
 def _add_relu(b, node):
@@ -592,7 +603,8 @@ EMITTERS = {
     "placeholder": _placeholder, "output": _output, "full": _full,
     "linear": _linear, "conv2d": _conv2d, "add_relu": _add_relu, "batch_norm": _batch_norm,
     "layer_norm": _layer_norm, "embedding": _embedding, "multi_head_attention": _attention,
-    "relu": _simple("Relu"), "tanh": _simple("Tanh"), "sigmoid": _simple("Sigmoid"),
+    "activation": _activation, "relu": _simple("Relu"), "tanh": _simple("Tanh"),
+    "sigmoid": _simple("Sigmoid"),
     "exp": _simple("Exp"), "log": _simple("Log"), "negate": _simple("Neg"),
     "add": _simple("Add"), "mul": _simple("Mul"), "div": _simple("Div"), "pow": _simple("Pow"),
     "maximum": _simple("Max"), "matmul": _simple("MatMul"),

@@ -220,3 +220,12 @@ def test_cli_export(tmp_path, capsys):
     assert main(["export", "mlp", "--float", "--out", str(path), "--no-progress"]) == 0
     assert "QuantizeLinear" not in {n.op_type for n in onnx.load(str(path)).graph.node}
     assert main(["export", "mlp", "--out", str(tmp_path / "no" / "x.onnx")]) == 2
+
+
+def test_unknown_fused_activation_is_named():
+    g = qc.Graph.parse("%x = placeholder() : f32[N,4]\n"
+                       "%y = activation(%x) {name=\"relu\"} : f32[N,4]\nreturn %y")
+    assert "Relu" in {n.op_type for n in export_onnx(g).graph.node}
+    g.node("y").attrs["name"] = "gelu"
+    with pytest.raises(ValueError, match="%y: activation 'gelu' has no ONNX form"):
+        export_onnx(g)
