@@ -243,10 +243,10 @@ def _recording_interpreter(graph, device):
 
 def _as_float(node, value):
     """The float32 numpy value a node's Tensor stands for (integers dequantized), or None."""
-    import needle as ndl
+    from needle_qc.frontend import framework_of_value
 
-    if not isinstance(value, ndl.Tensor):
-        return None
+    if framework_of_value(value) is None:
+        return None  # a tuple value, not a Tensor of the interpreter's framework
     array = value.numpy()
     dtype = node.meta.get("dtype")
     if dtype in _INT_DTYPES:
@@ -335,8 +335,6 @@ def _local_output(interp, node, matcher, ref_values, memo, depth=0):
     (dequantized weights), or computed the same way from *its* inputs (up to a few levels:
     a weight-only layer before its own ``relu``).
     """
-    import needle as ndl
-
     inputs = []
     for inp in node.inputs:
         src = matcher.counterpart(inp)
@@ -345,8 +343,7 @@ def _local_output(interp, node, matcher, ref_values, memo, depth=0):
             if converted is None:
                 return None
             array, dtype = converted
-            inputs.append(ndl.Tensor(array, device=interp.device, dtype=dtype,
-                                     requires_grad=False))
+            inputs.append(interp.framework.tensor(array, interp.device, dtype))
         elif _is_constant(inp, memo) and inp.name in interp.values:
             inputs.append(interp.values[inp.name])
         elif depth < _LOCAL_DEPTH and inp.op not in ("placeholder", "param", "constant"):
