@@ -9,6 +9,7 @@ Public API (see docs/architecture.md)::
     qc.ops.quantize_linear(...)         # ONNX-signature integer ops on numpy arrays
 """
 from needle_qc import ops, passes, quantize
+from needle_qc._version import __version__ as __version__
 from needle_qc.capture.tracer import trace
 from needle_qc.errors import IRError, TraceError
 from needle_qc.frontend.seed_api import enable_seed_api
@@ -26,6 +27,7 @@ from needle_qc.runtime.serialize import load, save
 from needle_qc.tools import zoo
 from needle_qc.tools.compare import CompareReport, compare, deviation
 from needle_qc.tools.export_onnx import export_onnx
+from needle_qc.tools.tabulate import tabulate
 from needle_qc.tools.viz import draw
 
 __all__ = [
@@ -33,6 +35,6 @@ __all__ = [
     "Node", "OpDef", "QConfig", "Rule", "TraceError", "calibrate", "compare", "compile",
     "convert", "deviation", "draw", "export_onnx", "get_op", "get_pass", "list_passes", "load",
     "make_observer", "ops", "passes", "prepare_qat", "prepare_stages", "quantize", "quantize_pass",
-    "register_op", "register_pass", "replace_pattern", "rewrite", "run_passes", "save",
+    "register_op", "register_pass", "replace_pattern", "rewrite", "run_passes", "save", "tabulate",
     "to_integer", "trace", "zoo", "enable_seed_api",
 ]

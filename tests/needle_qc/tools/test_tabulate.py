@@ -65,7 +65,8 @@ def test_version_matches_pyproject(capsys):
         version = re.search(r'^version = "([^"]+)"', f.read(), re.M).group(1)
     from needle_qc._version import FALLBACK, __version__
 
-    assert __version__ == version == FALLBACK
+    assert __version__ == version == FALLBACK == qc.__version__
+    assert qc.tabulate is tabulate
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0
