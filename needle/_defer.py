@@ -24,6 +24,12 @@ def _same_dir(a, b):
         return False
 
 
+def _is_bundled_copy(candidate):
+    # another copy of this package (the source tree next to an installed wheel, say) is not
+    # a user's Needle: it carries this very module
+    return os.path.isfile(os.path.join(candidate, os.path.basename(__file__)))
+
+
 def user_needle_dir(search_path=None):
     """The first ``needle`` package directory on ``search_path`` (default ``sys.path``) other
     than this bundled one, or None (also None when ``NEEDLE_QC_BUNDLED_NEEDLE=1``)."""
@@ -34,7 +40,7 @@ def user_needle_dir(search_path=None):
             continue
         candidate = os.path.join(os.path.abspath(entry or os.getcwd()), "needle")
         if os.path.isfile(os.path.join(candidate, "__init__.py")) and \
-                not _same_dir(candidate, OWN_DIR):
+                not _same_dir(candidate, OWN_DIR) and not _is_bundled_copy(candidate):
             return candidate
     return None
 

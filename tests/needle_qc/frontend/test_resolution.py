@@ -52,3 +52,42 @@ def test_env_keeps_the_bundled_needle(monkeypatch, tmp_path):
     (tmp_path / "needle" / "__init__.py").write_text("")
     monkeypatch.setenv(FORCE_BUNDLED_ENV, "1")
     assert user_needle_dir([str(tmp_path)]) is None
+
+
+def _editable_build_dirs():
+    import sys
+
+    return [f.path for f in sys.meta_path if getattr(f, "path", None) and
+            type(f).__module__.startswith("_editable")]
+
+
+def test_a_wheel_style_needle_yields_too(tmp_path):
+    """A copy of the bundled needle first on sys.path (as a wheel puts it in site-packages),
+    the editable finder switched off: the student's tree appended later still wins."""
+    import shutil
+    import subprocess
+    import sys
+
+    import needle
+
+    site = tmp_path / "site"
+    shutil.copytree(os.path.dirname(needle.__file__), site / "needle",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    root, python = TREES["pkg"]
+    env = dict(os.environ, PYTHONPATH=str(site),
+               SKBUILD_EDITABLE_SKIP=os.pathsep.join(_editable_build_dirs()))
+    env.pop("NEEDLE_QC_BUNDLED_NEEDLE", None)
+    code = (f"import sys; sys.path.append({python!r}); import needle, needle.nn; "
+            "print(needle.__file__); print(needle.nn.__file__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    real_root = os.path.realpath(root)
+    for line in out.stdout.split():
+        assert os.path.realpath(line).startswith(real_root + os.sep), out.stdout
+    # and without the student tree, the wheel-style copy is what `import needle` gives
+    out = subprocess.run([sys.executable, "-c", "import needle; print(needle.__file__)"],
+                         cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert os.path.realpath(out.stdout.strip()).startswith(os.path.realpath(site)), out.stdout
