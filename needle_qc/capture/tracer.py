@@ -710,7 +710,7 @@ def trace(model, *example_inputs, leaf_modules=None, batch_dims=0, framework=Non
     return %layers.modules.3
     """  # noqa: E501
     try:
-        fw = frontend.framework_of(model, framework)
+        fw = frontend.framework.require_tracing_api(frontend.framework_of(model, framework))
     except frontend.FrameworkError as e:
         raise TraceError(f"trace: {e}") from None
     ndl = fw.module

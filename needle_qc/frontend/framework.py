@@ -133,6 +133,30 @@ def _looks_like_needle(module):
     return module is not None and all(hasattr(module, name) for name in _REQUIRED)
 
 
+_TRACING_API = ("autograd.Value", "autograd.TensorTuple", "autograd.TensorTuple.make_from_op",
+                "Tensor.make_from_op", "Tensor.make_const", "Tensor.detach", "Tensor.numpy",
+                "Tensor.realize_cached_data", "nn.Module")
+"""What the tracer hooks or reads, as dotted paths under the framework's root package."""
+
+
+def require_tracing_api(fw):
+    """FrameworkError listing every piece of the course API the tracer needs and ``fw``
+    lacks (one message, not the first AttributeError)."""
+    missing = []
+    for dotted in _TRACING_API:
+        obj = fw.module
+        for part in dotted.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                missing.append(dotted)
+                break
+    if missing:
+        raise FrameworkError(f"{fw.name} lacks what tracing needs: "
+                             f"{', '.join('needle.' + m for m in missing)} (the course "
+                             "autograd/nn API)")
+    return fw
+
+
 def root_module_of(obj):
     """The Needle package ``obj``'s class comes from: the first class in its MRO whose
     top-level package (in ``sys.modules``) has the course API (a model class lives in the
@@ -212,10 +236,11 @@ def probe(module):
     import inspect
 
     ops = module.ops
+    op_base = getattr(module.autograd, "Op", None)
     classes = {}
-    for name in dir(ops):
+    for name in dir(ops) if op_base is not None else ():
         cls = getattr(ops, name)
-        if isinstance(cls, type) and issubclass(cls, module.autograd.Op):
+        if isinstance(cls, type) and issubclass(cls, op_base):
             try:
                 params = tuple(inspect.signature(cls.__init__).parameters)[1:]
             except (TypeError, ValueError):

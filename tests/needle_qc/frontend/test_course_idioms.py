@@ -162,3 +162,17 @@ def test_a_model_of_no_needle_is_refused_clearly():
 
 def test_fixtures_exist():
     assert os.path.isdir(os.path.join(FIXTURES, "student_needle_pkg", "python", "needle"))
+
+
+def test_a_framework_missing_tracing_api_gets_one_clear_error():
+    import types
+
+    import needle
+    from needle_qc.frontend.framework import FrameworkError, from_module, require_tracing_api
+
+    fake = types.SimpleNamespace(__name__="halfneedle", Tensor=needle.Tensor, ops=needle.ops,
+                                 init=needle.init, nn=types.SimpleNamespace(),
+                                 autograd=types.SimpleNamespace(Value=needle.autograd.Value))
+    fw = from_module(fake)
+    with pytest.raises(FrameworkError, match=r"needle\.autograd\.TensorTuple.*needle\.nn\.Module"):
+        require_tracing_api(fw)
