@@ -149,6 +149,7 @@ def _import_onnx():
     try:
         import onnx
     except ImportError as e:
-        raise ImportError("export_onnx needs the 'onnx' package: pip install onnx") from e
+        raise ImportError("export_onnx needs the 'onnx' package: pip install onnx (or the "
+                          "needle_qc[onnx] extra)") from e
     return onnx
 
