@@ -5,6 +5,7 @@ import numpy as np
 from needle_qc import opset
 from needle_qc.frontend.compute import zero_copy
 from needle_qc.lower.common import _shared_layout, _weight_record
+from needle_qc.lower.conv_f32 import direct_conv_available, direct_conv_f32
 from needle_qc.lower.program import Impl
 from needle_qc.lower.registry import builder, register_builder
 from needle_qc.opset.activations import apply_to_array
@@ -85,6 +86,8 @@ def im2col_nhwc(x, k, stride, padding):
 
 
 def _conv_f32_nhwc(w, bias, stride, padding, activation=None):
+    if direct_conv_available():  # the C++ direct conv; the im2col path is its fallback
+        return direct_conv_f32(w, bias, stride, padding, activation)
     k, cout = w.shape[0], w.shape[3]
     mm = F32Matmul(w.reshape(-1, cout))
 
@@ -135,7 +138,7 @@ def build_conv2d(ctx, node):
                               bias.astype(np.float32), node.attrs["stride"],
                               node.attrs["padding"], node.attrs.get("activation"))
     why = node.meta.get("float_reason", "float layer")  # e.g. a conv that dynamic kept float
-    return Impl("fp32 im2col gemm (ndl.cpu, NHWC)", why, conv,
+    return Impl(getattr(conv, "kernel", "fp32 im2col gemm (ndl.cpu, NHWC)"), why, conv,
                 [ctx.value(node.inputs[0], "nhwc")], "nhwc",
                 [_weight_record(node, "float32", w.size, mm.nbytes, 0)])
 

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "quant/bind/args.h"
+#include "quant/cpu/conv_f32.h"
 #include "quant/cpu/float_layers.h"
 
 namespace needle_qc {
@@ -68,6 +69,42 @@ py::array layer_norm_f32(const py::handle& x_obj, const py::handle& w_obj,
   return out;
 }
 
+py::array pack_conv(const py::handle& w_obj) {
+  auto w = as_array<float>(w_obj, "weight", 4);
+  const size_t k = w.shape(0), cin = w.shape(2), cout = w.shape(3);
+  if (w.shape(1) != w.shape(0)) bad_arg("weight", "expected a square kernel [K, K, Cin, Cout]");
+  py::array_t<float> out(static_cast<py::ssize_t>(packed_conv_f32_size(k, cin, cout)));
+  pack_conv_f32(w.data(), k, cin, cout, out.mutable_data());
+  return out;
+}
+
+py::array conv_nhwc(const py::handle& x_obj, const py::handle& packed_obj, size_t k,
+                    size_t cout, const py::object& bias_obj, size_t stride, size_t pad,
+                    bool relu) {
+  auto x = as_array<float>(x_obj, "x", 4);
+  ConvF32Shape s{static_cast<size_t>(x.shape(0)), static_cast<size_t>(x.shape(1)),
+                 static_cast<size_t>(x.shape(2)), static_cast<size_t>(x.shape(3)), cout, k,
+                 stride, pad, 0, 0};
+  if (k == 0 || stride == 0 || cout == 0) bad_arg("kernel/stride/cout", "must be >= 1");
+  if (s.h + 2 * pad < k || s.w + 2 * pad < k) bad_arg("x", "smaller than the kernel");
+  s.oh = (s.h + 2 * pad - k) / stride + 1;
+  s.ow = (s.w + 2 * pad - k) / stride + 1;
+  auto packed = as_array<float>(packed_obj, "packed", 1);
+  if (static_cast<size_t>(packed.shape(0)) != packed_conv_f32_size(k, s.cin, cout))
+    bad_arg("packed", "size does not match kernel " + std::to_string(k) + ", Cin " +
+                          std::to_string(s.cin) + ", Cout " + std::to_string(cout) +
+                          " (pack_conv_f32 of the [K, K, Cin, Cout] weight)");
+  py::array_t<float, py::array::c_style> bias;
+  if (!bias_obj.is_none()) bias = as_exact_vector<float>(bias_obj, "bias", cout, "cout");
+  py::array_t<float> out({s.n, s.oh, s.ow, cout});
+  {
+    py::gil_scoped_release nogil;
+    conv2d_nhwc_f32(x.data(), packed.data(), bias_obj.is_none() ? nullptr : bias.data(), relu,
+                    s, out.mutable_data());
+  }
+  return out;
+}
+
 }  // namespace
 
 void bind_float_layers(py::module_& m) {
@@ -78,6 +115,13 @@ void bind_float_layers(py::module_& m) {
         py::arg("eps"),
         "Layer norm over x's last dim in Needle LayerNorm1d's exact float32 order "
         "(pairwise sums, pow(var + eps, 0.5), no FMA)");
+  m.def("pack_conv_f32", &pack_conv, py::arg("weight"),
+        "A [K, K, Cin, Cout] fp32 conv weight in conv2d_nhwc_f32's panel layout");
+  m.def("conv2d_nhwc_f32", &conv_nhwc, py::arg("x"), py::arg("packed"), py::arg("kernel"),
+        py::arg("cout"), py::arg("bias") = py::none(), py::arg("stride") = 1,
+        py::arg("padding") = 0, py::arg("relu") = false,
+        "Direct NHWC fp32 conv (zero padding), each output one FMA chain in (kh, kw, c) "
+        "order; optional bias and ReLU");
 }
 
 }  // namespace needle_qc

@@ -7,9 +7,10 @@ set(QUANT_BIND_SOURCES bind/cpu_module.cc bind/cpu_quantize.cc bind/cpu_gemm.cc
   bind/cpu_float_layers.cc ref/naive_bind.cc ref/naive_float_layers.cc)
 set(QUANT_PORTABLE_SOURCES
   cpu/isa.cc cpu/pack.cc cpu/ukernel_scalar.cc cpu/output_stage.cc cpu/gemm.cc cpu/quantize.cc
-  cpu/conv.cc cpu/weight_only.cc cpu/weight_int8.cc cpu/float_layers.cc)
+  cpu/conv.cc cpu/weight_only.cc cpu/weight_int8.cc cpu/float_layers.cc cpu/conv_f32.cc)
 set(QUANT_AVX2_SOURCES cpu/ukernel_avx2.cc cpu/quantize_avx2.cc cpu/weight_only_avx2.cc
-  cpu/output_stage_avx2.cc cpu/weight_int8_avx2.cc cpu/weight_fma_avx2.cc)
+  cpu/output_stage_avx2.cc cpu/weight_int8_avx2.cc cpu/weight_fma_avx2.cc
+  cpu/conv_f32_avx2.cc)
 set(QUANT_AVX512_SOURCES cpu/ukernel_avx512vnni.cc cpu/quantize_avx512.cc
   cpu/output_stage_avx512.cc)
 list(TRANSFORM QUANT_BIND_SOURCES PREPEND ${QUANT_DIR}/)

@@ -1,5 +1,6 @@
 // naive_float_layers.cc: naive twins of embedding_f32 / layer_norm_f32: whole-array passes with
 // temporaries, one per Needle op (sum, divide, subtract, square, pow, divide, multiply, add).
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -71,12 +72,50 @@ py::array layer_norm_naive(const py::handle& x_obj, const py::handle& w_obj,
   return out;
 }
 
+// Six nested loops over [n, oh, ow, co] and (kh, kw, c), one std::fma chain per output.
+py::array conv_naive(const py::handle& x_obj, const py::handle& w_obj, const py::object& bias,
+                     size_t stride, size_t pad, bool relu) {
+  auto x = as_array<float>(x_obj, "x", 4);
+  auto w = as_array<float>(w_obj, "weight", 4);
+  const long n = x.shape(0), h = x.shape(1), wd = x.shape(2), ci = x.shape(3);
+  const long k = w.shape(0), co = w.shape(3), s = stride, p = pad;
+  const long oh = (h + 2 * p - k) / s + 1, ow = (wd + 2 * p - k) / s + 1;
+  std::vector<float> b(co, 0.0f);
+  if (!bias.is_none()) {
+    auto bv = as_array<float>(bias, "bias", 1);
+    for (long j = 0; j < co; ++j) b[j] = bv.data()[j];
+  }
+  py::array_t<float> out({n, oh, ow, co});
+  auto y = out.mutable_unchecked<4>();
+  auto xv = x.unchecked<4>();
+  auto wv = w.unchecked<4>();
+  for (long i = 0; i < n; ++i)
+    for (long r = 0; r < oh; ++r)
+      for (long q = 0; q < ow; ++q)
+        for (long o = 0; o < co; ++o) {
+          float acc = 0.0f;
+          for (long kh = 0; kh < k; ++kh)
+            for (long kw = 0; kw < k; ++kw)
+              for (long c = 0; c < ci; ++c) {
+                const long ih = r * s + kh - p, iw = q * s + kw - p;
+                const bool in = ih >= 0 && iw >= 0 && ih < h && iw < wd;
+                acc = std::fma(in ? xv(i, ih, iw, c) : 0.0f, wv(kh, kw, c, o), acc);
+              }
+          float v = bias.is_none() ? acc : acc + b[o];
+          y(i, r, q, o) = relu ? std::max(v, 0.0f) : v;
+        }
+  return out;
+}
+
 }  // namespace
 
 void bind_naive_float_layers(py::module_& m) {
   m.def("embedding_f32_naive", &embedding_naive, py::arg("ids"), py::arg("table"));
   m.def("layer_norm_f32_naive", &layer_norm_naive, py::arg("x"), py::arg("weight"),
         py::arg("bias"), py::arg("eps"));
+  m.def("conv2d_nhwc_f32_naive", &conv_naive, py::arg("x"), py::arg("weight"),
+        py::arg("bias") = py::none(), py::arg("stride") = 1, py::arg("padding") = 0,
+        py::arg("relu") = false);
 }
 
 }  // namespace needle_qc

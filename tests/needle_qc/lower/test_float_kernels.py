@@ -1,5 +1,5 @@
-"""Sequence-model kernels (embedding, layer norm) against their naive twins and the op table's
-evaluation, bit for bit; the lowered language models against the reference target."""
+"""Native fp32 kernels (embedding, layer norm, direct NHWC conv) against their naive twins and
+the op table's evaluation (bit for bit; the conv within 1e-5); lowered LMs vs the reference."""
 
 import numpy as np
 import pytest
@@ -98,3 +98,34 @@ def test_lowered_language_models_equal_the_reference_target(name, scheme):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     else:
         np.testing.assert_array_equal(got, want)
+
+
+# ----------------------------------------------------------------------------- direct fp32 conv
+
+CONV_CASES = [  # n, h, w, cin, cout, k, stride, pad
+    (2, 5, 6, 3, 5, 3, 1, 0), (1, 7, 7, 3, 40, 2, 2, 1), (3, 9, 9, 1, 16, 3, 1, 1),
+    (2, 8, 8, 16, 32, 3, 2, 1), (1, 4, 4, 32, 70, 3, 1, 1), (2, 6, 5, 5, 8, 7, 1, 3),
+    (1, 1, 1, 12, 9, 3, 1, 1),
+]
+
+
+@pytest.mark.parametrize("n, h, w, cin, cout, k, stride, pad", CONV_CASES)
+@pytest.mark.parametrize("bias, relu", [(True, True), (False, False)])
+def test_direct_conv_equals_twin_and_is_close_to_needle(n, h, w, cin, cout, k, stride, pad,
+                                                         bias, relu):
+    rng = np.random.default_rng(n * h * w + cin * cout + k)
+    x = rng.standard_normal((n, h, w, cin)).astype(np.float32)
+    wt = rng.standard_normal((k, k, cin, cout)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32) if bias else None
+    got = kernels.conv2d_nhwc_f32(x, kernels.pack_conv_f32(wt), k, cout, b, stride, pad, relu)
+    np.testing.assert_array_equal(got, kernels.conv2d_nhwc_f32_naive(x, wt, b, stride, pad, relu))
+    attrs = {"stride": stride, "padding": pad, "activation": "relu" if relu else None}
+    want = _needle_eval("conv2d", [x.transpose(0, 3, 1, 2).copy(), wt] + ([b] if bias else []),
+                        **attrs).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_direct_conv_refuses_a_weight_packed_for_another_shape():
+    packed = kernels.pack_conv_f32(np.zeros((3, 3, 4, 8), np.float32))
+    with pytest.raises(ValueError, match="packed"):
+        kernels.conv2d_nhwc_f32(np.zeros((1, 5, 5, 3), np.float32), packed, 3, 8)

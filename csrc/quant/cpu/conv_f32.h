@@ -1,0 +1,42 @@
+// conv_f32.h: direct NHWC fp32 convolution (no im2col copy): MR output pixels x NR output
+// channels per register tile, the input read through per-pixel row pointers (zeros at padding).
+// Every output is one sequential FMA chain over (kh, kw, c), so the result does not depend on
+// the tiling, the thread count or the ISA: the scalar and AVX2 paths agree bit for bit.
+#pragma once
+
+#include <cstddef>
+
+namespace needle_qc {
+
+struct ConvF32Shape {
+  size_t n, h, w, cin, cout, k, stride, pad, oh, ow;
+};
+
+// Columns of one packed weight panel (8, 16 or 32) for cout output channels.
+size_t conv_f32_panel(size_t cout);
+
+// w [k, k, cin, cout] -> panels [ceil(cout / NR)][k * k * cin][NR], zero-padded columns.
+void pack_conv_f32(const float* w, size_t k, size_t cin, size_t cout, float* packed);
+size_t packed_conv_f32_size(size_t k, size_t cin, size_t cout);
+
+// y[n, oh, ow, cout] = Σ x·w (+ bias) (then max(., 0) if relu); x is [n, h, w, cin].
+void conv2d_nhwc_f32(const float* x, const float* packed, const float* bias, bool relu,
+                     const ConvF32Shape& s, float* y);
+
+// The register tile: acc[r][j] = Σ_{t < taps, c < cin} rows[r * taps + t][c] *
+// panel[(t * cin + c) * NR + j], one FMA chain per output in (t, c) order; then
+// v = acc + bias[j] (bias may be null), max(v, 0) if relu, stored to y[r * ldy + j] for
+// j < cols (cols < NR only in the last panel).
+struct ConvTileOut {
+  const float* bias;  // NR entries of this panel (zero-padded), or null
+  bool relu;
+  float* y;
+  size_t ldy, cols;
+};
+using ConvTileFn = void (*)(const float* const* rows, size_t taps, size_t cin,
+                            const float* panel, const ConvTileOut& out);
+ConvTileFn conv_f32_tile_scalar(size_t mr, size_t nr);
+ConvTileFn conv_f32_tile_avx2(size_t mr, size_t nr);  // nullptr where there is none
+size_t conv_f32_rows(size_t nr);  // MR of the tile for a panel of nr columns
+
+}  // namespace needle_qc

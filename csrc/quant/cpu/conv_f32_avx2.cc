@@ -1,0 +1,73 @@
+// conv_f32_avx2.cc: the AVX2+FMA register tile of the direct NHWC fp32 conv: MR pixels x NV
+// ymm columns, one broadcast of x and NV weight loads per (tap, channel).
+#include <immintrin.h>
+
+#include "quant/cpu/conv_f32.h"
+
+namespace needle_qc {
+
+namespace {
+
+template <size_t MR, size_t NV>
+void tile_avx2(const float* const* rows, size_t taps, size_t cin, const float* panel,
+               const ConvTileOut& out) {
+  constexpr size_t NR = NV * 8;
+  __m256 c[MR][NV];
+#pragma GCC unroll 12
+  for (size_t r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (size_t v = 0; v < NV; ++v) c[r][v] = _mm256_setzero_ps();
+  for (size_t t = 0; t < taps; ++t) {
+    const float* src[MR];
+#pragma GCC unroll 12
+    for (size_t r = 0; r < MR; ++r) src[r] = rows[r * taps + t];
+    const float* wk = panel + t * cin * NR;
+    for (size_t ch = 0; ch < cin; ++ch, wk += NR) {
+      __m256 w[NV];
+#pragma GCC unroll 4
+      for (size_t v = 0; v < NV; ++v) w[v] = _mm256_loadu_ps(wk + v * 8);
+#pragma GCC unroll 12
+      for (size_t r = 0; r < MR; ++r) {
+        const __m256 a = _mm256_broadcast_ss(src[r] + ch);
+#pragma GCC unroll 4
+        for (size_t v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(a, w[v], c[r][v]);
+      }
+    }
+  }
+  const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 12
+  for (size_t r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (size_t v = 0; v < NV; ++v) {
+      if (out.bias) c[r][v] = _mm256_add_ps(c[r][v], _mm256_loadu_ps(out.bias + v * 8));
+      // max(0, v) returns v when v is NaN or -0, as std::max(v, 0.0f) does
+      if (out.relu) c[r][v] = _mm256_max_ps(zero, c[r][v]);
+    }
+  if (out.cols == NR) {
+#pragma GCC unroll 12
+    for (size_t r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+      for (size_t v = 0; v < NV; ++v) _mm256_storeu_ps(out.y + r * out.ldy + v * 8, c[r][v]);
+    return;
+  }
+  // last panel, cols < NR: through a buffer (unrolled: a runtime index into c would keep the
+  // accumulators in memory for the whole k loop)
+  alignas(32) float tail[MR * NR];
+#pragma GCC unroll 12
+  for (size_t r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (size_t v = 0; v < NV; ++v) _mm256_store_ps(tail + r * NR + v * 8, c[r][v]);
+  for (size_t r = 0; r < MR; ++r)
+    for (size_t j = 0; j < out.cols; ++j) out.y[r * out.ldy + j] = tail[r * NR + j];
+}
+
+}  // namespace
+
+ConvTileFn conv_f32_tile_avx2(size_t mr, size_t nr) {
+  if (nr == 8) return mr == 1 ? tile_avx2<1, 1> : mr == 12 ? tile_avx2<12, 1> : nullptr;
+  if (nr == 16) return mr == 1 ? tile_avx2<1, 2> : mr == 6 ? tile_avx2<6, 2> : nullptr;
+  if (nr == 32) return mr == 1 ? tile_avx2<1, 4> : mr == 3 ? tile_avx2<3, 4> : nullptr;
+  return nullptr;
+}
+
+}  // namespace needle_qc
