@@ -73,7 +73,7 @@ def to_onnx(graph, *, opset=DEFAULT_OPSET, name="needle_qc"):
     """The ``onnx.ModelProto`` of a float / QDQ / weight-only graph (no checks, no file)."""
     from onnx import helper
 
-    builder = onnx_ops.Builder(graph)
+    builder = onnx_ops.builder(graph)
     for node in graph.nodes:
         builder.emit(node)
     body = helper.make_graph(builder.nodes, name, builder.inputs, builder.outputs,
