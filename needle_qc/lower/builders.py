@@ -2,6 +2,7 @@
 (:mod:`needle_qc.lower.registry`) next to their code. Importing this module loads them all."""
 
 from needle_qc.lower import (  # noqa: F401  (registers)
+    attention,
     float_ops,
     int8,
     quant_ops,

@@ -114,7 +114,7 @@ void bind_float_layers(py::module_& m) {
   m.def("layer_norm_f32", &layer_norm_f32, py::arg("x"), py::arg("weight"), py::arg("bias"),
         py::arg("eps"),
         "Layer norm over x's last dim in Needle LayerNorm1d's exact float32 order "
-        "(pairwise sums, pow(var + eps, 0.5), no FMA)");
+        "(pairwise sums, sqrt(var + eps), no FMA)");
   m.def("pack_conv_f32", &pack_conv, py::arg("weight"),
         "A [K, K, Cin, Cout] fp32 conv weight in conv2d_nhwc_f32's panel layout");
   m.def("conv2d_nhwc_f32", &conv_nhwc, py::arg("x"), py::arg("packed"), py::arg("kernel"),

@@ -50,7 +50,7 @@ void layer_norm_row(const float* x, size_t dim, const float* w, const float* b, 
   for (size_t j = 0; j < dim; ++j) c[j] = x[j] - mean;
   for (size_t j = 0; j < dim; ++j) y[j] = c[j] * c[j];  // y holds c² until the end
   const float var = (0.0f + pairwise_sum_f32(y, dim)) / n;
-  const float den = std::pow(var + eps, 0.5f);
+  const float den = std::sqrt(var + eps);  // Needle's x ** 0.5 is sqrt (numpy's shortcut)
   for (size_t j = 0; j < dim; ++j) {
     const float scaled = (c[j] / den) * w[j];
     y[j] = scaled + b[j];

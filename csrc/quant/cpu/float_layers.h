@@ -17,7 +17,8 @@ void embedding_rows_f32(const float* table, size_t dim, const int64_t* ids, size
 
 // Needle LayerNorm1d over rows of length dim, op for op:
 //   mean = (0 + Σx) / dim; c = x - mean; var = (0 + Σc²) / dim;
-//   y = c / pow(var + eps, 0.5) * w + b   (every step rounded to float32, no FMA).
+//   y = c / sqrt(var + eps) * w + b   (every step rounded to float32, no FMA; Needle computes
+//   x ** 0.5 as sqrt, like numpy).
 void layer_norm_rows_f32(const float* x, size_t rows, size_t dim, const float* w,
                          const float* b, float eps, float* y);
 

@@ -1,5 +1,5 @@
 // naive_float_layers.cc: naive twins of embedding_f32 / layer_norm_f32: whole-array passes with
-// temporaries, one per Needle op (sum, divide, subtract, square, pow, divide, multiply, add).
+// temporaries, one per Needle op (sum, divide, subtract, square, sqrt, divide, multiply, add).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -64,7 +64,7 @@ py::array layer_norm_naive(const py::handle& x_obj, const py::handle& w_obj,
   float* y = out.mutable_data();
   const float e = static_cast<float>(eps);
   for (size_t i = 0; i < xs.size(); ++i) {
-    const float den = std::pow(var[i / dim] + e, 0.5f);
+    const float den = std::sqrt(var[i / dim] + e);
     const float normed = c[i] / den;
     const float scaled = normed * w.data()[i % dim];
     y[i] = scaled + b.data()[i % dim];

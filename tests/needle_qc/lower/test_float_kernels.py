@@ -129,3 +129,22 @@ def test_direct_conv_refuses_a_weight_packed_for_another_shape():
     packed = kernels.pack_conv_f32(np.zeros((3, 3, 4, 8), np.float32))
     with pytest.raises(ValueError, match="packed"):
         kernels.conv2d_nhwc_f32(np.zeros((1, 5, 5, 3), np.float32), packed, 3, 8)
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("shape", [(2, 8, 20, 32), (1, 3, 5, 7), (3, 1, 1, 4)])
+def test_attention_equals_needle_bit_for_bit(causal, shape):
+    import needle as ndl
+    from needle_qc.lower.attention import _Backend, attention_f32
+    from needle_qc.opset import get_op
+
+    rng = np.random.default_rng(sum(shape))
+    q, k, v = (rng.standard_normal(shape).astype(np.float32) * 2 for _ in range(3))
+    result, probs = attention_f32(_Backend(ndl.cpu().mod), q, k, v, causal)
+    tensors = [ndl.Tensor(a, device=ndl.cpu()) for a in (q, k, v)]
+    want = get_op("multi_head_attention").evaluate(tensors, {"causal": causal}, None)
+    np.testing.assert_array_equal(result, want[0].numpy())
+    np.testing.assert_array_equal(probs, want[1].numpy())
