@@ -147,7 +147,10 @@ class CompiledModel:
                 counter = self.saturation.get(row["node"])
                 if counter is not None:
                     row["why"] += f"; saturated {counter.clipped}/{counter.total} values"
-        return Explanation(self.target, self.stage, self.example_batch, rows)
+        from needle_qc.runtime.explain_text import plain_summary
+
+        return Explanation(self.target, self.stage, self.example_batch, rows,
+                           plain_summary(self, rows))
 
     def memory_report(self, batch_size=None):
         """A :class:`~needle_qc.runtime.memory.MemoryReport` of weights (by dtype) and the
@@ -212,6 +215,7 @@ class Explanation:
     stage: str
     example_batch: int
     rows: list = field(default_factory=list)
+    summary: list = field(default_factory=list)  # plain-words lines, printed first
 
     def row(self, node):
         """The row of ``node`` (KeyError if it has none)."""
@@ -223,7 +227,8 @@ class Explanation:
     def __str__(self):
         head = f"CompiledModel target={self.target} stage={self.stage} " \
                f"timed at batch {self.example_batch}"
-        lines = [head, f"{'node':<22} {'op':<18} {'status':<26} {'int8 us':>9} "
+        lines = self.summary + (["", "Details:"] if self.summary else [])
+        lines += [head, f"{'node':<22} {'op':<18} {'status':<26} {'int8 us':>9} "
                        f"{'float us':>9} {'run us':>9}  kernel -- why"]
         for r in self.rows:
             lines.append(f"{r['node'][:22]:<22} {r['op'][:18]:<18} {r['status']:<26} "
