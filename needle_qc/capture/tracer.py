@@ -22,6 +22,7 @@ import numpy as np
 from needle_qc import frontend, opset
 from needle_qc.capture import guards
 from needle_qc.errors import IRError, TraceError
+from needle_qc.frontend.user_op import USER_OP, user_op_attrs
 from needle_qc.ir.graph import Graph, dtype_of_array, plain
 from needle_qc.opset.primitives import index_to_attr
 
@@ -261,32 +262,39 @@ class _Recorder:
             return
         cls = type(op).__name__
         if cls not in self.op_table:
+            if self.record_user_op(op, inputs, result):
+                return
             known = ", ".join(sorted(self.op_table))
             raise self.error(f"unknown op class {cls}: no IR op records it (known: {known})")
         name, attr_names = self.op_table[cls]
-        self.check_op_matches(op, cls, name, attr_names, inputs)
+        mismatch = op_mismatch(op, name, attr_names, inputs)
+        if mismatch is not None:
+            if self.record_user_op(op, inputs, result):
+                return
+            raise self.error(
+                f"op class {cls} of {self.fw.name} is not needle_qc's {name!r} ({mismatch}): "
+                "it is this framework's own op, and its fields are not plain data, so it "
+                "cannot be recorded; compute it with course ops or give the class another "
+                "name")
         nodes = [self.value_node(x) for x in inputs]
         if name == "stack" and len(nodes) == 1 and nodes[0].op == "make_tuple":
             nodes = list(nodes[0].inputs)
         attrs = {a: _op_attr(op, a) for a in attr_names}
         self.bind(result, self.emit(name, nodes, attrs, result))
 
-    def check_op_matches(self, op, cls, name, attr_names, inputs):
-        """Refuse an op class that shares a name with ours but not its meaning."""
-        arity = opset.get_op(name).num_inputs
-        count = len(inputs)
-        if name == "stack":
-            arity = 1  # Stack's compute takes the one make_tuple value
-        low, high = arity if isinstance(arity, tuple) else (arity, arity)
-        missing = [a for a in attr_names if not hasattr(op, a)]
-        if (arity != "variadic" and not low <= count <= high) or missing:
-            why = f"called with {count} input(s)" + (f", no attribute {', '.join(missing)}"
-                                                     if missing else "")
-            raise self.error(
-                f"op class {cls} of {self.fw.name} is not needle_qc's {name!r} ({why}; "
-                f"{name} takes {arity} input(s) and attrs {list(attr_names) or 'none'}): it "
-                "is this framework's own op, which needle_qc cannot compile; compute it with "
-                "course ops or give the class another name")
+    def record_user_op(self, op, inputs, result):
+        """Record a call of the user's own op class (``user_op``: interpreted by their
+        Needle, kept float when compiled); False when it cannot be recorded faithfully (the
+        bundled Needle, a class not in ``needle.ops``, fields that are not plain data)."""
+        cls = type(op)
+        if self.fw.bundled or getattr(self.ndl.ops, cls.__name__, None) is not cls:
+            return False
+        attrs = user_op_attrs(self.fw, op, _meta_of(result))
+        if attrs is None:
+            return False
+        nodes = [self.value_node(x) for x in inputs]
+        self.bind(result, self.emit(USER_OP, nodes, attrs, result, name=cls.__name__.lower()))
+        return True
 
     def on_detach(self, tensor, result):
         """``x.detach()`` / ``make_const(x)`` of a traced value is that value (eval mode)."""
@@ -314,6 +322,21 @@ _LEAF_FIELDS = {
     "Embedding": (("weight", 2),),
 }
 """Fields (and tensor ranks) a leaf recorder reads, by course class name."""
+
+
+def op_mismatch(op, name, attr_names, inputs):
+    """Why a call of ``op`` is not our op ``name`` (input count, missing attrs), or None."""
+    arity = opset.get_op(name).num_inputs
+    count = len(inputs)
+    if name == "stack":
+        arity = 1  # Stack's compute takes the one make_tuple value
+    low, high = arity if isinstance(arity, tuple) else (arity, arity)
+    missing = [a for a in attr_names if not hasattr(op, a)]
+    if (arity == "variadic" or low <= count <= high) and not missing:
+        return None
+    return f"called with {count} input(s)" + \
+        (f", no attribute {', '.join(missing)}" if missing else "") + \
+        f"; {name} takes {arity} input(s) and attrs {list(attr_names) or 'none'}"
 
 
 def leaf_fits(module, ndl):

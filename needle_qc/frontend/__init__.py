@@ -1,4 +1,5 @@
 """The frontend: which Needle a model belongs to and what it offers (see framework.py)."""
+from needle_qc.frontend import user_op  # noqa: E402, F401 (registers the user_op IR op)
 from needle_qc.frontend.framework import (
     OWN,
     Framework,

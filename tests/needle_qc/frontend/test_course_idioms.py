@@ -17,8 +17,23 @@ import needle_qc as qc
 from models import LanguageModel
 
 class UsesStudentMaximum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 6)
+        self.head = nn.Linear(6, 3)
+
     def forward(self, x):
-        return ops.Maximum(axes=(1,))(x)
+        h = self.lin(x)
+        top = ops.Maximum(axes=(1,), keepdims=True)(h)  # the student's reduction
+        return self.head(h - top.broadcast_to(h.shape))
+
+class Shift(needle.autograd.TensorOp):  # an op class defined outside needle.ops
+    def compute(self, a):
+        return a + 1.0
+
+class UsesLocalOp(nn.Module):
+    def forward(self, x):
+        return Shift()(x)
 
 class NormThenLinear(nn.Module):
     def __init__(self):
@@ -31,11 +46,26 @@ class NormThenLinear(nn.Module):
 
 x = np.random.default_rng(0).standard_normal((3, 4)).astype("float32")
 out = {}
+np.random.seed(0)
+model = UsesStudentMaximum()
+g = qc.trace(model, x)
+ref = model(needle.Tensor(x, device=needle.cpu())).numpy()
+user = [n for n in g.nodes if n.op == "user_op"]
+out["user_op"] = [n.attrs["cls"] for n in user]
+out["interp"] = float(np.max(np.abs(g(x).numpy() - ref)))
+cm = qc.compile(g)
+out["fp32"] = float(np.max(np.abs(cm(x) - ref)))
+out["explain"] = [r["status"] for r in cm.explain().rows if r["op"] == "user_op"]
+calib = [np.random.default_rng(i).standard_normal((8, 4)).astype("float32") for i in range(4)]
+q = qc.compile(qc.quantize_pass(g, qc.QConfig(weight="int8", activation="static")),
+               calibration=calib)(x)
+out["static_db"] = float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) /
+                                       np.sum((ref - q) ** 2)))
 try:
-    qc.trace(UsesStudentMaximum(), x)
-    out["maximum"] = "traced"
+    qc.trace(UsesLocalOp(), x)
+    out["local"] = "traced"
 except qc.TraceError as e:
-    out["maximum"] = str(e)
+    out["local"] = str(e)
 g = qc.trace(NormThenLinear(), x)
 out["norm_ops"] = sorted({n.op for n in g.nodes})
 ids = np.random.default_rng(1).integers(0, 11, (4, 2)).astype("float32")
@@ -92,9 +122,14 @@ print("RESULT:" + json.dumps(res))
 
 def test_course_idioms_on_the_package_layout():
     got = run_student("pkg", IDIOMS)
-    message = got["maximum"]
-    assert "op class Maximum" in message and "not needle_qc's 'maximum'" in message
-    assert "called with 1 input(s)" in message and ".py:" in message
+    # the student's Maximum (a reduction) is not our binary maximum: recorded as their op,
+    # interpreted by their Needle, kept float when compiled
+    assert got["user_op"] == ["Maximum"]
+    assert got["interp"] == 0.0 and got["fp32"] <= 1e-5
+    assert got["explain"] == ["op-table (no kernel)"]
+    assert got["static_db"] >= 20.0
+    # an op class not reachable as needle.ops.<name> cannot be recorded: refused clearly
+    assert "unknown op class Shift" in got["local"] and ".py:" in got["local"]
     # LayerNorm1d keeps its scale in `weights` there: traced through, no layer_norm node
     assert "layer_norm" not in got["norm_ops"] and "linear" in got["norm_ops"]
     assert got["rnn_outputs"] == 2  # h = stack(...).detach() stays a traced value
