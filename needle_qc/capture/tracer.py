@@ -267,7 +267,7 @@ class _Recorder:
             known = ", ".join(sorted(self.op_table))
             raise self.error(f"unknown op class {cls}: no IR op records it (known: {known})")
         name, attr_names = self.op_table[cls]
-        mismatch = op_mismatch(op, name, attr_names, inputs)
+        mismatch = op_mismatch(op, name, attr_names, inputs, strict=not self.fw.bundled)
         if mismatch is not None:
             if self.record_user_op(op, inputs, result):
                 return
@@ -324,18 +324,21 @@ _LEAF_FIELDS = {
 """Fields (and tensor ranks) a leaf recorder reads, by course class name."""
 
 
-def op_mismatch(op, name, attr_names, inputs):
-    """Why a call of ``op`` is not our op ``name`` (input count, missing attrs), or None."""
+def op_mismatch(op, name, attr_names, inputs, strict=False):
+    """Why a call of ``op`` is not our op ``name`` (input count, missing attrs and, when
+    ``strict``, fields we do not know: a user's ``LogSoftmax(axis=0)`` is not ours), or None."""
     arity = opset.get_op(name).num_inputs
     count = len(inputs)
     if name == "stack":
         arity = 1  # Stack's compute takes the one make_tuple value
     low, high = arity if isinstance(arity, tuple) else (arity, arity)
     missing = [a for a in attr_names if not hasattr(op, a)]
-    if (arity == "variadic" or low <= count <= high) and not missing:
+    extra = sorted(set(vars(op)) - set(attr_names)) if strict else []
+    if (arity == "variadic" or low <= count <= high) and not missing and not extra:
         return None
     return f"called with {count} input(s)" + \
         (f", no attribute {', '.join(missing)}" if missing else "") + \
+        (f", fields {', '.join(extra)} we have no meaning for" if extra else "") + \
         f"; {name} takes {arity} input(s) and attrs {list(attr_names) or 'none'}"
 
 

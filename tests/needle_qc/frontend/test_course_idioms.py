@@ -61,6 +61,16 @@ q = qc.compile(qc.quantize_pass(g, qc.QConfig(weight="int8", activation="static"
                calibration=calib)(x)
 out["static_db"] = float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) /
                                        np.sum((ref - q) ** 2)))
+class ColumnLogSoftmax(nn.Module):
+    def forward(self, x):
+        return ops.LogSoftmax(axis=0)(x)  # ours is over axis 1: must not be mapped to it
+
+import inspect
+if "axis" in inspect.signature(ops.LogSoftmax.__init__).parameters:  # package fixture only
+    g = qc.trace(ColumnLogSoftmax(), x)
+    ref = ColumnLogSoftmax()(needle.Tensor(x, device=needle.cpu())).numpy()
+    out["logsoftmax_ops"] = sorted({n.op for n in g.nodes})
+    out["logsoftmax_fp32"] = float(np.max(np.abs(qc.compile(g)(x) - ref)))
 try:
     qc.trace(UsesLocalOp(), x)
     out["local"] = "traced"
@@ -128,6 +138,8 @@ def test_course_idioms_on_the_package_layout():
     assert got["interp"] == 0.0 and got["fp32"] <= 1e-5
     assert got["explain"] == ["op-table (no kernel)"]
     assert got["static_db"] >= 20.0
+    assert "user_op" in got["logsoftmax_ops"] and "logsoftmax" not in got["logsoftmax_ops"]
+    assert got["logsoftmax_fp32"] <= 1e-5
     # an op class not reachable as needle.ops.<name> cannot be recorded: refused clearly
     assert "unknown op class Shift" in got["local"] and ".py:" in got["local"]
     # LayerNorm1d keeps its scale in `weights` there: traced through, no layer_norm node
