@@ -14,9 +14,8 @@ Example
 
 What can be exported: a Needle module (with ``example_input``), a float graph, an observed
 graph (calibrated: exported as its QDQ graph; ``stage="float"`` drops the observers instead), a
-QDQ graph, an integer graph whose layers are weight-only or dynamic (``quantize_pass`` makes
-these directly), or a CompiledModel of any of these. An integer graph with static integer
-layers (``qlinear``, ``qconv2d``...) is refused with a hint: export the QDQ graph it came from.
+QDQ graph, an integer graph (``qlinear``, ``qconv2d``, ``qadd``... written back in their QDQ
+form; weight-only and dynamic layers as below), or a CompiledModel of any of these.
 """
 from __future__ import annotations
 
@@ -100,8 +99,6 @@ def exportable_graph(obj, example_input=None, batch_dims=0, stage=None):
         return _from_observed(graph, stage)
     if stage is not None and stage != have:
         raise ValueError(f"export_onnx: the graph is at stage {have!r}, not {stage!r}")
-    if have == "int8":
-        _refuse_static_integer_ops(graph)
     return graph
 
 
@@ -132,17 +129,6 @@ def _from_observed(graph, stage):
                          f"%{empty[0]} saw 0 batches): run qc.calibrate(graph, batches) to "
                          "export its QDQ form, or pass stage='float' to export the float model")
     return convert(graph)
-
-
-_STATIC_INTEGER = {"qlinear", "qconv2d", "qmatmul", "qadd", "requantize"}
-
-
-def _refuse_static_integer_ops(graph):
-    found = [n for n in graph.nodes if n.op in _STATIC_INTEGER]
-    if found:
-        raise ValueError(f"export_onnx: %{found[0].name} ({found[0].op}) is an integer kernel "
-                         "of the int8 stage; export the QDQ graph instead: "
-                         "qc.convert(calibrated_graph) or qc.compile(g, stop_after='qdq')")
 
 
 def _import_onnx():

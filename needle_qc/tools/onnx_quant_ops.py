@@ -228,3 +228,110 @@ QUANT_EMITTERS = {
     "linear_dynamic": _linear_dynamic, "conv2d_dynamic": _conv2d_dynamic,
 }
 """Quantization op -> emitter (merged into :data:`needle_qc.tools.onnx_ops.EMITTERS`)."""
+
+
+# ----------------------------------------------------------------------------- integer stage
+# A static integer layer is written back in its QDQ form: DequantizeLinear of its inputs (their
+# qparams are in their types), the float op, QuantizeLinear with its own qparams. That is the
+# graph it was made from (convert's int32 bias at scale fp32(s_x * s_w) included), so ORT runs
+# it as it runs the exported QDQ graph, and fuses it into its integer kernels the same way.
+
+def _dq_activation(b, node):
+    """DequantizeLinear of a quantized activation (one per value, shared by its users)."""
+    key = (node, "dequantized")
+    if key not in b._lazy:
+        scale, zero = _own_qparams(b, node)
+        b._lazy[key] = b.op("DequantizeLinear", [b.value(node), scale, zero], f"{node.name}_dq")
+    return b._lazy[key]
+
+
+def _layer_weight(b, node, perm, out_axis):
+    """DequantizeLinear of a qlinear/qconv2d weight (+ the fp32 per-channel scales)."""
+    from needle_qc.opset.quant_eval import layer_optional_inputs
+
+    zp_i, bias_i = layer_optional_inputs([n.meta.get("dtype") for n in node.inputs])
+    w_node, s_node = node.inputs[1], node.inputs[2]
+    s_w = b.graph.tensors[s_node.attrs["tensor"]].astype(np.float32)
+    w = b.graph.tensors[w_node.attrs["tensor"]]
+    w = w if perm is None else np.transpose(w, perm)
+    zp = np.zeros(s_w.shape, w.dtype) if zp_i is None else \
+        b.graph.tensors[node.inputs[zp_i].attrs["tensor"]].astype(w.dtype).reshape(s_w.shape)
+    inputs = [b.const(w, w_node.name), b.const(s_w.reshape(-1) if s_w.size > 1 else
+                                               s_w.reshape(()), s_node.name),
+              b.const(zp.reshape(-1) if s_w.size > 1 else zp.reshape(()), f"{w_node.name}_zp")]
+    attrs = {"axis": out_axis} if s_w.size > 1 else {}
+    weight = b.op("DequantizeLinear", inputs, f"{w_node.name}_dq", **attrs)
+    return weight, s_w, bias_i
+
+
+def _layer_bias(b, node, bias_i, s_w):
+    """DequantizeLinear of the int32 bias at scale fp32(s_x * s_w), as convert made it."""
+    from needle_qc.opset.quant_eval import node_qparams
+
+    if bias_i is None:
+        return []
+    s_x, _ = node_qparams(node.inputs[0])
+    bias_node = node.inputs[bias_i]
+    q = b.graph.tensors[bias_node.attrs["tensor"]]
+    scale = np.broadcast_to(np.multiply(np.float32(s_x), s_w.reshape(-1), dtype=np.float32),
+                            q.shape).astype(np.float32)
+    inputs = [b.const(q, bias_node.name), b.const(scale, f"{bias_node.name}_scale"),
+              b.const(np.zeros(q.shape, np.int32), f"{bias_node.name}_zp")]
+    return [b.op("DequantizeLinear", inputs, f"{bias_node.name}_dq", axis=0)]
+
+
+def _requantized(b, node, value):
+    """Apply the node's activation, then QuantizeLinear to its own qparams (unless the layer
+    returns float32)."""
+    from needle_qc.tools.onnx_ops import ACTIVATIONS
+
+    act = node.attrs.get("activation")
+    float_out = node.attrs.get("dtype") == "float32"
+    if act is not None:
+        if act not in ACTIVATIONS:
+            raise ValueError(f"export_onnx: %{node.name}: activation {act!r} has no ONNX "
+                             f"form here (exportable: {', '.join(ACTIVATIONS)})")
+        value = b.op(ACTIVATIONS[act], [value], node.name if float_out else f"{node.name}_act")
+    if float_out:
+        return value
+    return _quantize_to_own(b, node, value)
+
+
+def _quantize_to_own(b, node, value):
+    from needle_qc.opset.quant_eval import node_qparams
+
+    s, z = node_qparams(node)
+    scale = b.scalar(s, np.float32, f"{node.name}_scale")
+    zero = b.scalar(z, int_dtype(node.attrs["dtype"]), f"{node.name}_zero_point")
+    return b.op("QuantizeLinear", [value, scale, zero], node.name)
+
+
+def _qlinear(b, node):
+    weight, s_w, bias_i = _layer_weight(b, node, None, 1)
+    y = b.op("MatMul", [_dq_activation(b, node.inputs[0]), weight], f"{node.name}_matmul")
+    for bias in _layer_bias(b, node, bias_i, s_w):
+        y = b.op("Add", [y, bias], f"{node.name}_add")
+    return _requantized(b, node, y)
+
+
+def _qconv2d(b, node):
+    weight, s_w, bias_i = _layer_weight(b, node, OIHW, 0)
+    k = node.inputs[1].meta["shape"][0]
+    inputs = [_dq_activation(b, node.inputs[0]), weight] + _layer_bias(b, node, bias_i, s_w)
+    y = b.op("Conv", inputs, f"{node.name}_conv", **conv_attrs(node, k))
+    return _requantized(b, node, y)
+
+
+def _qbinary(op_type):
+    def emit(b, node):
+        a, c = (_dq_activation(b, n) for n in node.inputs)
+        return _requantized(b, node, b.op(op_type, [a, c], f"{node.name}_{op_type.lower()}"))
+    return emit
+
+
+def _requantize(b, node):
+    return _requantized(b, node, _dq_activation(b, node.inputs[0]))
+
+
+QUANT_EMITTERS.update({"qlinear": _qlinear, "qconv2d": _qconv2d, "qmatmul": _qbinary("MatMul"),
+                       "qadd": _qbinary("Add"), "requantize": _requantize})

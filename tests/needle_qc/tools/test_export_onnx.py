@@ -109,6 +109,20 @@ def test_static_qdq_integers_bit_exact(name, scheme):
 
 
 @pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("scheme", STATIC)
+def test_integer_stage_exports_as_its_qdq_form(name, scheme):
+    cm = qc.compile(_prepared(name, scheme))
+    assert {"qlinear", "quantize"} <= {n.op for n in cm.graph.nodes} or name != "mlp"
+    x = _input(name)
+    from_integer = export_onnx(cm)
+    from_qdq = export_onnx(_prepared(name, scheme))
+    ops = {n.op_type for n in from_integer.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= ops
+    got = _session(from_integer).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, _session(from_qdq).run(None, {"x": x})[0])
+
+
+@pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("scheme", ["fp32", "fp16", "bf16", "int8-w", "uint8-w", "int4-g32",
                                     "int8-dyn"])
 def test_float_weight_only_and_dynamic_round_trip(name, scheme):
@@ -193,9 +207,6 @@ def test_refusals_name_what_to_do():
         export_onnx(prepared)
     assert "QuantizeLinear" not in {n.op_type for n in
                                     export_onnx(prepared, stage="float").graph.node}
-    integer = qc.compile(_prepared("mlp", "int8-static"))
-    with pytest.raises(ValueError, match="qlinear.*QDQ"):
-        export_onnx(integer)
     with pytest.raises(ValueError, match="opset"):
         export_onnx(_prepared("mlp", "fp32"), opset=13)
     with pytest.raises(TypeError, match="Graph"):
