@@ -48,7 +48,8 @@ class Interpreter:
             frontend.default()
         self.node = None
         self.batch_size = None
-        # (device, key) -> (array, Tensor): reused while graph.tensors[key] is the same array
+        # (framework, device, key) -> (array, Tensor): reused while graph.tensors[key] is
+        # the same array
         self._params = {} if param_cache is None else param_cache
 
     # ------------------------------------------------------------------ public
@@ -83,10 +84,12 @@ class Interpreter:
         if key not in self.graph.tensors:
             raise IRError(f"%{self.node.name}: tensor {key!r} missing from graph.tensors")
         array = self.graph.tensors[key]
-        cached = self._params.get((repr(self.device), key))
+        # two frameworks may name their devices alike ("cpu()"): their Tensors never mix
+        slot = (self.framework.name, repr(self.device), key)
+        cached = self._params.get(slot)
         if cached is None or cached[0] is not array:
             cached = (array, self._to_tensor(array, _dtype_name(array)))
-            self._params[(repr(self.device), key)] = cached
+            self._params[slot] = cached
         return cached[1]
 
     # ------------------------------------------------------------------ per node kind
