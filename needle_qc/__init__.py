@@ -21,6 +21,7 @@ from needle_qc.passes import FLOAT_PIPELINE, get_pass, list_passes, register_pas
 from needle_qc.pipeline import compile
 from needle_qc.quantize import QConfig, make_observer
 from needle_qc.quantize.api import calibrate, convert, prepare_stages, quantize_pass, to_integer
+from needle_qc.quantize.planner import plan
 from needle_qc.quantize.qat import prepare_qat
 from needle_qc.runtime.compiled import CompiledModel
 from needle_qc.runtime.serialize import load, save
@@ -34,7 +35,8 @@ __all__ = [
     "CompareReport", "CompiledModel", "FLOAT_PIPELINE", "Graph", "IRError", "Interpreter",
     "Node", "OpDef", "QConfig", "Rule", "TraceError", "calibrate", "compare", "compile",
     "convert", "deviation", "draw", "export_onnx", "get_op", "get_pass", "list_passes", "load",
-    "make_observer", "ops", "passes", "prepare_qat", "prepare_stages", "quantize", "quantize_pass",
+    "make_observer", "ops", "passes", "plan", "prepare_qat", "prepare_stages", "quantize",
+    "quantize_pass",
     "register_op", "register_pass", "replace_pattern", "rewrite", "run_passes", "save", "tabulate",
     "to_integer", "trace", "zoo", "enable_seed_api",
 ]
