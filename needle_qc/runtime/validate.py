@@ -10,6 +10,8 @@ import re
 
 import numpy as np
 
+from needle_qc.opset import traits
+
 MAX_JSON_DEPTH = 64
 """Deepest nesting of ``[``/``{`` a header may have (save() writes at most about 8)."""
 MAX_TENSOR_RANK = 8
@@ -20,9 +22,15 @@ META_KEYS = {"module_path": str, "source": str, "float_reason": str, "module_typ
 """Node meta a file may carry besides the typed shape/dtype/qparams of the text form."""
 CONFIG_KEYS = {"force_int8": bool, "stop_after": (str, type(None)), "qconfig": dict,
                "calibration": str, "tuning": str, "autotune": bool}
-_SCALE_INPUT = {"dequantize": 1, "qlinear": 2, "qconv2d": 2, "linear_dynamic": 2,
-                "conv2d_dynamic": 2, "linear_weight_only": 2, "conv2d_weight_only": 2}
-"""Which input of a quantized op is the weight scale tensor (must be finite and > 0)."""
+
+
+def _scale_input(op):
+    """Which input of a quantized op is its weight scale tensor (must be finite and > 0): the
+    one after a quantized layer's weight, or a dequantize's second input; None otherwise."""
+    if op == "dequantize":
+        return 1
+    t = traits(op)
+    return t.weight_input + 1 if t.kind == "qlayer" and t.weight_input is not None else None
 _FLOAT_WEIGHTS = ("float16", "bfloat16", "fp16", "bf16")
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
@@ -169,7 +177,7 @@ def check_qparams(node, qparams):
 def check_scale_input(graph, node):
     """A stored weight scale must be finite and > 0 everywhere (the reference refuses others;
     a kernel would run with them)."""
-    index = _SCALE_INPUT.get(node.op)
+    index = _scale_input(node.op)
     if index is None or len(node.inputs) <= index:
         return
     if node.attrs.get("weight_dtype") in _FLOAT_WEIGHTS:
