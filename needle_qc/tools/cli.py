@@ -50,7 +50,7 @@ def _common(parser):
 
 
 def _quant_options(parser, required):
-    parser.add_argument("--data-type", choices=DATA_TYPES, required=required,
+    parser.add_argument("--data-type", choices=DATA_TYPES, required=required, type=_spelling,
                         default=None if required else "int8",
                         help="weight data type" + ("" if required else " (default int8)"))
     parser.add_argument("--activation", choices=ACTIVATIONS, default=None,
@@ -58,6 +58,13 @@ def _quant_options(parser, required):
                         "weights, none for int4/fp16/bf16)")
     parser.add_argument("--calibration-batches", type=_positive, default=8, metavar="N",
                         help="training batches used to calibrate (default 8)")
+
+
+def _spelling(text):
+    """``float16`` / ``bfloat16`` / ``half`` are read as ``fp16`` / ``bf16`` (QConfig's names)."""
+    from needle_qc.quantize.qconfig_checks import canonical_weight
+
+    return canonical_weight(text)
 
 
 def _positive(text):

@@ -240,3 +240,12 @@ def test_unknown_fused_activation_is_named():
     g.node("y").attrs["name"] = "gelu"
     with pytest.raises(ValueError, match="%y: activation 'gelu' has no ONNX form"):
         export_onnx(g)
+
+
+def test_cli_reads_other_dtype_spellings(tmp_path, capsys):
+    from needle_qc.tools.cli import main
+
+    path = tmp_path / "mlp.onnx"
+    assert main(["export", "mlp", "--data-type", "bfloat16", "--out", str(path),
+                 "--no-progress"]) == 0
+    assert "weight bf16" in capsys.readouterr().out
