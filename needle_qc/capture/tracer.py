@@ -242,7 +242,7 @@ class _Recorder:
         self.path_stack.append(path)
         try:
             recorder = self.leaves.get(type(module).__name__)
-            if recorder is not None and not leaf_fits(module, self.ndl):
+            if recorder is not None and not leaf_fits(module, self.fw):
                 recorder = None  # course name, other fields (e.g. `weights`): trace through
             if recorder is None:
                 return original(module, *args, **kwargs)
@@ -342,9 +342,14 @@ def op_mismatch(op, name, attr_names, inputs, strict=False):
         f"; {name} takes {arity} input(s) and attrs {list(attr_names) or 'none'}"
 
 
-def leaf_fits(module, ndl):
+def leaf_fits(module, fw):
     """True when ``module`` has the course fields its recorder reads (a student's class
-    with other field names is traced through instead)."""
+    with other field names is traced through instead). On a user's Needle the class must be
+    that framework's own ``nn.<Name>`` (the interpreter rebuilds that class): a model's own
+    class that happens to be called ``Linear`` is traced through."""
+    ndl = fw.module
+    if not fw.bundled and getattr(ndl.nn, type(module).__name__, None) is not type(module):
+        return False
     for name, rank in _LEAF_FIELDS.get(type(module).__name__, ()):
         value = getattr(module, name, None)
         if value is None:
