@@ -91,3 +91,18 @@ def test_a_wheel_style_needle_yields_too(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert os.path.realpath(out.stdout.strip()).startswith(os.path.realpath(site)), out.stdout
+
+
+def test_importing_needle_qc_first_does_not_pin_the_bundled_needle():
+    import subprocess
+    import sys
+
+    root, python = TREES["pkg"]
+    code = ("import sys, needle_qc; assert 'needle' not in sys.modules; "
+            f"sys.path.append({python!r}); import needle; print(needle.__file__)")
+    env = dict(os.environ)
+    env.pop("NEEDLE_QC_BUNDLED_NEEDLE", None)
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert os.path.realpath(out.stdout.strip()).startswith(os.path.realpath(root) + os.sep)
