@@ -65,11 +65,24 @@ ConvTileFn scalar_for(size_t mr) {
   }
 }
 
-// Row pointers of output pixel m: one per tap (kh, kw), `zeros` where the tap is padding;
+// (n, oh, ow) of an output pixel, advanced one pixel at a time (no divisions per pixel:
+// they cost more than the tile's own work on a 1-channel input).
+struct Pixel {
+  size_t n, oh, ow;
+  void next(const ConvF32Shape& s) {
+    if (++ow < s.ow) return;
+    ow = 0;
+    if (++oh < s.oh) return;
+    oh = 0;
+    ++n;
+  }
+};
+
+// Row pointers of output pixel px: one per tap (kh, kw), `zeros` where the tap is padding;
 // `offsets` are the taps' distances from the window's corner (the common, interior case).
 void pixel_rows(const float* x, const float* zeros, const ConvF32Shape& s,
-                const std::vector<size_t>& offsets, size_t m, const float** out) {
-  const size_t ow = m % s.ow, oh = (m / s.ow) % s.oh, n = m / (s.ow * s.oh);
+                const std::vector<size_t>& offsets, const Pixel& px, const float** out) {
+  const size_t ow = px.ow, oh = px.oh, n = px.n;
   const long ih0 = static_cast<long>(oh * s.stride) - static_cast<long>(s.pad);
   const long iw0 = static_cast<long>(ow * s.stride) - static_cast<long>(s.pad);
   const long h = static_cast<long>(s.h), w = static_cast<long>(s.w), k = static_cast<long>(s.k);
@@ -114,8 +127,9 @@ void conv2d_nhwc_f32(const float* x, const float* packed, const float* bias, boo
     std::vector<const float*> rows(mr * taps);
     for (size_t t = lo; t < hi; ++t) {
       const size_t m0 = t * mr, count = std::min(mr, pixels - m0);
-      for (size_t r = 0; r < count; ++r)
-        pixel_rows(x, zeros.data(), s, offsets, m0 + r, rows.data() + r * taps);
+      Pixel px{m0 / (s.ow * s.oh), (m0 / s.ow) % s.oh, m0 % s.ow};
+      for (size_t r = 0; r < count; ++r, px.next(s))
+        pixel_rows(x, zeros.data(), s, offsets, px, rows.data() + r * taps);
       for (size_t p = 0; p < panels; ++p) {
         const float* panel = packed + p * depth * nr;
         ConvTileOut out{bias ? bias_padded.data() + p * nr : nullptr, relu,
