@@ -183,6 +183,28 @@ def framework_of(model, framework=None):
     return fw
 
 
+def framework_of_function(fn, framework=None):
+    """The Needle a plain function of Tensors is written against: ``framework`` if given,
+    else the Needle package a module in its globals belongs to (``ops``, ``ndl``...), else
+    :func:`default` (the bundled Needle when it is loaded)."""
+    if framework is not None:
+        return from_module(framework)
+    for value in getattr(fn, "__globals__", {}).values():
+        name = getattr(value, "__name__", None)
+        if isinstance(value, type(sys)) and name:
+            module = sys.modules.get(name.split(".")[0])
+            if _looks_like_needle(module):
+                return from_module(module)
+    fw = default()
+    if not fw.is_own:
+        return fw
+    loaded = sys.modules.get("needle")  # the user's own, when theirs is the one imported
+    if _looks_like_needle(loaded):
+        return from_module(loaded)
+    raise FrameworkError("cannot tell which Needle the function is written against; pass "
+                         "framework=needle")
+
+
 def framework_of_value(value):
     """The framework of a Tensor, or None for anything else (numpy arrays, tuples)."""
     if isinstance(value, (np.ndarray, tuple, list)) or value is None:

@@ -72,16 +72,19 @@ class Rule:
 
 # ----------------------------------------------------------------------------- tracing
 
-def trace_function(fn, example_inputs=None):
+def trace_function(fn, example_inputs=None, framework=None):
     """Trace a plain Needle function of Tensors into a Graph (one placeholder per argument).
 
     ``example_inputs`` default to float32 ``(2, 2)`` tensors, enough for elementwise ops and
-    square matmuls; pass arrays of the right shapes for anything else.
+    square matmuls; pass arrays of the right shapes for anything else. The Needle is the one
+    the function's globals use (``framework=`` to say it).
     """
     if isinstance(fn, Graph):
         return fn
-    import needle
     from needle_qc.capture.tracer import trace
+    from needle_qc.frontend.framework import framework_of_function
+
+    needle = framework_of_function(fn, framework).module
 
     if example_inputs is None:
         count = len(inspect.signature(fn).parameters)

@@ -275,3 +275,18 @@ def test_a_framework_missing_tracing_api_gets_one_clear_error():
     fw = from_module(fake)
     with pytest.raises(FrameworkError, match=r"needle\.autograd\.TensorTuple.*needle\.nn\.Module"):
         require_tracing_api(fw)
+
+
+def test_trace_function_finds_a_needle_for_a_plain_function():
+    import needle
+    from needle import ops
+    from needle_qc.frontend.framework import framework_of_function
+    from needle_qc.ir.pattern import trace_function
+
+    def double_relu(x):
+        return ops.relu(x) * 2.0
+
+    assert framework_of_function(double_relu).module is needle
+    graph = trace_function(double_relu)
+    assert [n.op for n in graph.nodes if n.op not in ("placeholder", "output")] == \
+        ["relu", "mul_scalar"]
