@@ -148,6 +148,9 @@ def _export_parser(sub):
     export.add_argument("model", metavar="MODEL", help="zoo name or module:factory")
     export.add_argument("--out", required=True, help="file to write (.onnx)")
     export.add_argument("--float", action="store_true", help="export the float32 model")
+    export.add_argument("--uint8-weights", action="store_true",
+                        help="store int8 weights as uint8 + 128 (zero point 128): exact in "
+                        "ONNX Runtime's fused kernels on CPUs without VNNI")
     export.add_argument("--checkpoint", help="weights (.npz) instead of the zoo's checkpoint")
     _quant_options(export, required=False)
     _common(export)
@@ -439,7 +442,7 @@ def cmd_export(args):
             calibrate(graph, _calibration(args.model, args.calibration_batches),
                       progress=not args.no_progress)
         try:
-            onnx_model = export_onnx(graph)
+            onnx_model = export_onnx(graph, uint8_weights=args.uint8_weights)
         except ImportError as err:  # the onnx package is an optional dependency
             raise UsageError(str(err)) from None
     _write_via_temp(args.out, lambda tmp: _write_bytes(tmp, onnx_model.SerializeToString()))

@@ -19,16 +19,18 @@ form; weight-only and dynamic layers as below), or a CompiledModel of any of the
 """
 from __future__ import annotations
 
+import numpy as np
+
 from needle_qc.tools import onnx_ops
 
-__all__ = ["export_onnx", "to_onnx", "DEFAULT_OPSET"]
+__all__ = ["export_onnx", "to_onnx", "shift_int8_weights", "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 21
 """Blocked (int4) DequantizeLinear needs opset 21; the other ops exist since opset 13..17."""
 
 
 def export_onnx(model_or_graph, path=None, *, example_input=None, batch_dims=0, stage=None,
-                opset=DEFAULT_OPSET, check=True):
+                opset=DEFAULT_OPSET, check=True, uint8_weights=False):
     """Write ``model_or_graph`` to ``path`` as ONNX (if ``path`` is given); returns the
     ``onnx.ModelProto``.
 
@@ -46,6 +48,11 @@ def export_onnx(model_or_graph, path=None, *, example_input=None, batch_dims=0, 
         ONNX opset of the default domain (at least 21).
     check : bool
         Run ``onnx.checker.check_model(full_check=True)`` on the result.
+    uint8_weights : bool
+        Store symmetric int8 weights as uint8 ``q + 128`` with zero point 128: the same real
+        values, but ONNX Runtime then fuses them into its u8 x u8 kernels, which are exact on
+        CPUs without VNNI, where its u8 x s8 kernels add int16 pairs with saturation. Off by
+        default (TensorRT and OpenVINO expect symmetric int8 weights).
 
     Raises
     ------
@@ -60,6 +67,8 @@ def export_onnx(model_or_graph, path=None, *, example_input=None, batch_dims=0, 
                          "(blocked DequantizeLinear, int4)")
     graph = exportable_graph(model_or_graph, example_input, batch_dims, stage)
     model = to_onnx(graph, opset=opset)
+    if uint8_weights:
+        shift_int8_weights(model)
     if check:
         onnx.checker.check_model(model, full_check=True)
     if path is not None:
@@ -81,6 +90,59 @@ def to_onnx(graph, *, opset=DEFAULT_OPSET, name="needle_qc"):
                               producer_name="needle_qc")
     model.ir_version = min(model.ir_version, 10)  # what onnxruntime 1.2x reads
     return model
+
+
+def shift_int8_weights(model):
+    """In place: every int8 initializer read only by DequantizeLinear nodes with zero point 0
+    (or none) becomes uint8 ``q + 128``, and their zero points 128. Returns the count."""
+    from onnx import TensorProto, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    readers = {}
+    for node in model.graph.node:
+        for slot, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node, slot))
+    count = 0
+    for q in list(model.graph.initializer):
+        group = readers.get(q.name, [])
+        if q.data_type != TensorProto.INT8 or not group or not all(
+                n.op_type == "DequantizeLinear" and slot == 0 and _zero_point_ok(n, inits, readers)
+                for n, slot in group):
+            continue
+        shifted = numpy_helper.to_array(q).astype(np.int16) + 128
+        q.CopyFrom(numpy_helper.from_array(shifted.astype(np.uint8), q.name))
+        for node, _ in group:
+            _set_zero_point_128(model, node, inits)
+        count += 1
+    return count
+
+
+def _zero_point_ok(node, inits, readers):
+    """No zero point, or an all-zero int8 initializer read only by DequantizeLinear nodes."""
+    from onnx import numpy_helper
+
+    if len(node.input) < 3:
+        return node.input[1] in inits  # a zero point of the scale's shape will be added
+    zero = inits.get(node.input[2])
+    return zero is not None and not numpy_helper.to_array(zero).any() and all(
+        n.op_type == "DequantizeLinear" and slot == 2 for n, slot in readers[zero.name])
+
+
+def _set_zero_point_128(model, node, inits):
+    from onnx import TensorProto, numpy_helper
+
+    if len(node.input) < 3:  # the zero point must have the scale's shape (per axis or not)
+        shape = tuple(inits[node.input[1]].dims)
+        name = f"{node.input[0]}_zp128" + ("" if not shape else f"_{'x'.join(map(str, shape))}")
+        if name not in inits:
+            inits[name] = numpy_helper.from_array(np.full(shape, 128, np.uint8), name)
+            model.graph.initializer.append(inits[name])
+        node.input.append(name)
+        return
+    zero = inits[node.input[2]]
+    if zero.data_type == TensorProto.INT8:  # not yet rewritten through another reader
+        shape = numpy_helper.to_array(zero).shape
+        zero.CopyFrom(numpy_helper.from_array(np.full(shape, 128, np.uint8), zero.name))
 
 
 def exportable_graph(obj, example_input=None, batch_dims=0, stage=None):

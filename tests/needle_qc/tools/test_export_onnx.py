@@ -249,3 +249,28 @@ def test_cli_reads_other_dtype_spellings(tmp_path, capsys):
     assert main(["export", "mlp", "--data-type", "bfloat16", "--out", str(path),
                  "--no-progress"]) == 0
     assert "weight bf16" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_uint8_weights_same_model_exact_in_fused_kernels(name):
+    prepared = _prepared(name, "int8-static")
+    plain, shifted = export_onnx(prepared), export_onnx(prepared, uint8_weights=True)
+    kinds = {t.data_type for t in shifted.graph.initializer if len(t.dims) >= 2}
+    assert onnx.TensorProto.INT8 not in kinds and onnx.TensorProto.UINT8 in kinds
+    x = _input(name)
+    want = _session(plain).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(_session(shifted).run(None, {"x": x})[0], want)  # same values
+    if name in ("mlp", "small_cnn", "resnet9"):
+        # fused u8 x u8 integer kernels: exact, where u8 x s8 saturates on CPUs without VNNI
+        fused = _session(shifted, optimize=True).run(None, {"x": x})[0]
+        np.testing.assert_array_equal(fused, want)
+
+
+def test_cli_uint8_weights(tmp_path):
+    from needle_qc.tools.cli import main
+
+    path = tmp_path / "cnn.onnx"
+    assert main(["export", "small_cnn", "--uint8-weights", "--out", str(path), "--no-progress",
+                 "--calibration-batches", "1"]) == 0
+    weights = [t for t in onnx.load(str(path)).graph.initializer if len(t.dims) == 4]
+    assert weights and all(t.data_type == onnx.TensorProto.UINT8 for t in weights)
