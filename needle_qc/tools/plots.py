@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 import os
 
-__all__ = ["plot_all", "pareto", "layer_sqnr", "latency", "SQNR_CAP_DB"]
+__all__ = ["plot_all", "pareto", "place_labels", "layer_sqnr", "layer_table", "latency",
+           "SQNR_CAP_DB"]
 
 SQNR_CAP_DB = 120.0
 """Exact results (SQNR = inf) are drawn at this height and labeled "exact"."""
@@ -55,22 +56,77 @@ def pareto(rows, model, path):
     front = _pareto_front(points)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--",
             color="tab:orange", zorder=1, label="Pareto front")
-    placed = []
-    for r, (x, y) in zip(mine, points):
-        label = r.scheme + (" (exact)" if y >= SQNR_CAP_DB else "")
-        # schemes of about the same size and error would print on top of each other: move
-        # each label one line down per earlier label nearby
-        near = sum(1 for px, py in placed if abs(math.log10(x / px)) < 0.12 and abs(y - py) < 6)
-        placed.append((x, y))
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 3 - 10 * near),
-                    fontsize=8)
+    labels = [r.scheme + (" (exact)" if y >= SQNR_CAP_DB else "") for r, (_x, y) in
+              zip(mine, points)]
     _log_kib_axis(ax)
     ax.set_xlabel("weight memory (KiB, log scale)")
     ax.set_ylabel("output SQNR vs float32 (dB, higher is better)")
     ax.set_title(f"{model}: memory vs deviation")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
+    legend = ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
+    fig.tight_layout()
+    place_labels(fig, ax, points, labels, avoid=[legend], markers=theory)
     return _save(fig, plt, path)
+
+
+LABEL_OFFSETS_PT = ([(7, 0)] + [(26, sign * 11 * k) for k in range(1, 5) for sign in (-1, 1)]
+                    + [(-7, 0)] + [(26, sign * 11 * k) for k in range(5, 9) for sign in (-1, 1)])
+"""Where a point's label may go (points from the point to the middle of the label's near
+edge, tried in order): right of it; further right and a line lower or higher at a time, joined
+to its point by a line; left of it (the right edge of the plot); further away."""
+
+
+def place_labels(fig, ax, points, labels, avoid=(), markers=()):
+    """Label each ``(x, y)`` point so that no label overlaps another, a point, a ``markers``
+    point or an ``avoid`` artist (the legend); a label moved off its point gets a line to it.
+    Two schemes of about the same size and error (int8-dyn, int8-static) would otherwise
+    print on top of each other. Returns the annotations."""
+    from matplotlib.transforms import Bbox
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    scale = fig.dpi / 72.0
+    taken = [a.get_window_extent(renderer) for a in avoid]
+    for x, y in ax.transData.transform(list(points) + list(markers)):
+        r = 4 * scale  # a label must not hide a point
+        taken.append(Bbox.from_extents(x - r, y - r, x + r, y + r))
+    frame = ax.get_window_extent(renderer)
+    order = sorted(range(len(points)), key=lambda i: (-points[i][1], points[i][0]))
+    notes = [None] * len(points)
+    for i in order:
+        anchor = ax.transData.transform(points[i])
+        note = ax.annotate(labels[i], points[i], textcoords="offset points", xytext=(7, 0),
+                           fontsize=8, va="center")
+        width, height = (lambda b: (b.width, b.height))(note.get_window_extent(renderer))
+        spot, box = _free_spot(anchor, width, height, taken, frame, scale)
+        dx, dy = LABEL_OFFSETS_PT[spot]
+        note.xyann = (dx, dy)
+        note.set_horizontalalignment("right" if dx < 0 else "left")
+        if LABEL_OFFSETS_PT[spot][1] != 0:
+            ax.annotate("", points[i], xytext=(dx - 1, dy), textcoords="offset points",
+                        arrowprops={"arrowstyle": "-", "color": "0.3", "lw": 0.7,
+                                    "shrinkA": 0, "shrinkB": 3})
+        taken.append(box)
+        notes[i] = note
+    return notes
+
+
+def _free_spot(anchor, width, height, taken, frame, scale):
+    """(index into LABEL_OFFSETS_PT, label box) of the first spot where a ``width`` x
+    ``height`` label overlaps nothing taken and stays inside the axes; else the first spot."""
+    from matplotlib.transforms import Bbox
+
+    first = None
+    for k, (dx, dy) in enumerate(LABEL_OFFSETS_PT):
+        x0 = anchor[0] + dx * scale - (width if dx < 0 else 0)
+        y0 = anchor[1] + dy * scale - height / 2
+        box = Bbox.from_bounds(x0, y0, width, height)
+        first = first or box
+        inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 \
+            and box.y1 <= frame.y1
+        if inside and not any(box.overlaps(t) for t in taken):
+            return k, box
+    return 0, first
 
 
 def _log_kib_axis(ax):
@@ -83,12 +139,11 @@ def _log_kib_axis(ax):
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
-def layer_sqnr(layer_rows, model, path, schemes=LAYER_SCHEMES):
-    """Grouped bars: local SQNR (dB) of every quantized layer of ``model``, one bar per scheme."""
-    plt = _pyplot()
+def layer_table(layer_rows, model, schemes=LAYER_SCHEMES):
+    """What :func:`layer_sqnr` draws: ``(layers, schemes present, {(layer, scheme): dB},
+    number of layers before the MAX_LAYERS cut)``, or None when there is no bar to draw.
+    Every quantized layer kind counts (static, dynamic, weight-only: ``conv2d_dynamic`` too)."""
     mine = [r for r in layer_rows if r.model == model and r.scheme in schemes]
-    if not mine:
-        return None
     # a layer a scheme leaves float is exact (inf dB): no bar rather than a misleading tall one
     mine = [r for r in mine if not math.isinf(r.local_sqnr_db)]
     if not mine:
@@ -104,13 +159,25 @@ def layer_sqnr(layer_rows, model, path, schemes=LAYER_SCHEMES):
                                                     if n == name and v is not None))
         keep = set(worst[:MAX_LAYERS])
         layers = [name for name in layers if name in keep]
+    return layers, present, value, total
+
+
+def layer_sqnr(layer_rows, model, path, schemes=LAYER_SCHEMES):
+    """Grouped bars: local SQNR (dB) of every quantized layer of ``model``, one bar per scheme."""
+    table = layer_table(layer_rows, model, schemes)
+    if table is None:
+        return None
+    layers, present, value, total = table
+    plt = _pyplot()
     width = 0.8 / len(present)
     fig, ax = plt.subplots(figsize=(min(14.0, max(6.4, 0.2 * len(layers) * len(present) + 3)),
                                     4.6), dpi=110)
     for j, scheme in enumerate(present):
         xs = [i + (j - (len(present) - 1) / 2) * width for i in range(len(layers))]
         ys = [value.get((layer, scheme)) or 0.0 for layer in layers]
-        ax.bar(xs, ys, width=width, label=scheme)
+        bars = ax.bar(xs, ys, width=width, label=scheme, color=f"C{j}")
+        _mark_capped(ax, bars, ys)
+    ax.margins(y=0.08)  # room for the ">=120" of a capped bar
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels([_short(layer) for layer in layers], rotation=40, ha="right", fontsize=8)
     ax.set_xlabel("layer (graph order)")
@@ -123,6 +190,19 @@ def layer_sqnr(layer_rows, model, path, schemes=LAYER_SCHEMES):
     ax.legend(fontsize=8, title="scheme", title_fontsize=8, loc="upper left",
               bbox_to_anchor=(1.01, 1.0))
     return _save(fig, plt, path)
+
+
+def _mark_capped(ax, bars, ys):
+    """A bar cut at SQNR_CAP_DB (a layer that stayed about exact, e.g. int4 weights left in
+    float when the group does not fit) gets a hatched overlay and a label, so it is not read
+    as 120 dB (an overlay, not the bar's own hatch, keeps the legend's colour patch plain)."""
+    for bar, y in zip(bars, ys):
+        if y >= SQNR_CAP_DB:
+            x = bar.get_x() + bar.get_width() / 2
+            ax.bar([x], [y], width=bar.get_width(), fill=False, hatch="//", linewidth=0,
+                   edgecolor="0.2")
+            ax.annotate(f">={SQNR_CAP_DB:g}", (x, y), xytext=(0, 2), textcoords="offset points",
+                        ha="center", fontsize=7)
 
 
 def _short(name, keep=22):
