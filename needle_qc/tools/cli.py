@@ -110,6 +110,14 @@ def build_parser():
     draw.add_argument("--stage", choices=STAGES, default="float", help="(default float)")
     draw.add_argument("--out", required=True, help="file to write: .svg, .png, .pdf or .dot")
     draw.add_argument("--checkpoint", help="weights (.npz) instead of the zoo's checkpoint")
+    draw.add_argument("--compare", choices=STAGES, metavar="STAGE",
+                      help="mark what changed since STAGE: --stage int8 --compare float")
+    draw.add_argument("--params", action="store_true",
+                      help="draw weights, scales and biases as boxes (default: listed inside "
+                      "the box of the op that uses them)")
+    draw.add_argument("--max-nodes", type=_positive, default=None,
+                      help="box cap above which repeated blocks collapse and then the middle "
+                      "is cut (default 150); graphviz takes minutes on ~500 boxes")
     _quant_options(draw, required=False)
     _common(draw)
 
@@ -323,6 +331,9 @@ def cmd_report(args):
 
 
 def cmd_draw(args):
+    import warnings
+
+    from needle_qc.tools.viz import MAX_NODES as MAX_DRAWN
     from needle_qc.tools.viz import draw
 
     _entry(args.model)
@@ -330,17 +341,25 @@ def cmd_draw(args):
         raise UsageError(f"--out {args.out}: unknown file type; use one of "
                          f"{', '.join(DRAW_SUFFIXES)}")
     _check_out_file(args.out)
-    cfg = _qconfig(args) if args.stage != "float" else None
+    quantized = {args.stage, args.compare} - {"float", None}
+    cfg = _qconfig(args) if quantized else None
     model, _ = _load(args, args.model, args.checkpoint)
-    graph = _trace(args.model, model)
+    stages = {"float": _trace(args.model, model)}
     if cfg is not None:
         from needle_qc.quantize.api import prepare_stages
 
         batches = _calibration(args.model, args.calibration_batches)
         with _as_usage_error(args.model):
-            graph = prepare_stages(graph, cfg, batches,
-                                   progress=not args.no_progress)[args.stage]
-    written = draw(graph, args.out)
+            stages = prepare_stages(stages["float"], cfg, batches,
+                                    progress=not args.no_progress)
+    graph = stages[args.stage]
+    title = f"{args.model}, stage {args.stage}" + (f" vs {args.compare}" if args.compare else "")
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")  # the size cap's note: one clean line, not a warning
+        written = draw(graph, args.out, compare=stages.get(args.compare), params=args.params,
+                       max_nodes=args.max_nodes or MAX_DRAWN, title=title)
+    for note in notes:
+        print(f"note: {note.message}", file=sys.stderr)
     print(f"wrote {written} ({args.model}, stage {args.stage}, {len(graph.nodes)} nodes)")
     return 0
 

@@ -118,6 +118,18 @@ def test_draw_every_stage(capsys, tmp_path, stage):
     assert f"stage {stage}" in capsys.readouterr().out
 
 
+def test_draw_a_large_graph_against_another_stage(capsys, tmp_path):
+    """lstm_lm's 586-node int8 graph: repeated time steps collapse (a note says so) and the
+    diff against the float graph is drawn in place."""
+    out = tmp_path / "lstm.dot"
+    assert cli.main(["draw", "lstm_lm", "--stage", "int8", "--compare", "float", "--out",
+                     str(out), "--no-progress", "--calibration-batches", "1"]) == 0
+    text = out.read_text()
+    assert "lstm_lm, stage int8 vs float" in text and "more copies of the" in text
+    assert "was matmul" in text and "border = vs older graph" in text
+    assert "note: draw: 586 nodes is over max_nodes=150" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz 'dot' not installed")
 def test_draw_svg(tmp_path):
     out = tmp_path / "g.svg"
