@@ -758,8 +758,11 @@ def trace(model, *example_inputs, leaf_modules=None, batch_dims=0, framework=Non
         if batch is not None:
             wider = [x if d is None else _rebatch(x, d, batch + 1, ndl)
                      for x, d in zip(inputs, dims)]
-            _Symbolizer(graph, _record(model, wider, names, leaves, fw), batch,
-                        batch + 1).run()
+            try:
+                _Symbolizer(graph, _record(model, wider, names, leaves, fw), batch,
+                            batch + 1).run()
+            except TraceError as e:
+                raise TraceError(f"{e}{_batch_dim_hint(dims, inputs)}") from None
     finally:
         for module, flag in modes:
             module.training = flag
@@ -769,6 +772,16 @@ def trace(model, *example_inputs, leaf_modules=None, batch_dims=0, framework=Non
     if batch is not None:  # a batch-dependent Python branch shows up here
         guards.check_larger_batch(model, graph, inputs, dims, batch, _rebatch)
     return graph
+
+
+def _batch_dim_hint(dims, inputs):
+    """A hint when the batch was taken as dim 0 of a multi-dim input: a language model's
+    ``(seq_len, batch)`` token ids vary dim 0 with the sequence, not the batch."""
+    if any(d == 0 and len(x.shape) >= 2 for d, x in zip(dims, inputs)):
+        return ("; if the batch is not the first dim of an input (a language model takes "
+                "(seq_len, batch) ids), pass batch_dims=1 (or one per input; the zoo's "
+                "qc.zoo.get(name).input.batch_dim says which)")
+    return ""
 
 
 def _leaf_table(leaf_modules):
