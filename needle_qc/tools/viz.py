@@ -255,9 +255,10 @@ def _emit_box(dot, box, errors, node_colors):
 def _legend_label(graph, view, title, errors):
     rows = [f'<TR><TD ALIGN="LEFT"><B><FONT POINT-SIZE="14">{_esc(title)}'
             "</FONT></B></TD></TR>"]
-    drawn = len(view.boxes)
-    rows.append(_text_row(f"{view.total} nodes, {drawn} boxes drawn (weights, scales and biases "
-                          "are listed inside the box of the op that uses them)"))
+    folded = any(box.folded for box in view.boxes)
+    where = (" (weights, scales and biases are listed inside the box of the op that uses them)"
+             if folded else "")
+    rows.append(_text_row(f"{view.total} nodes, {len(view.boxes)} boxes drawn{where}"))
     for note in view.notes:
         rows.append(_text_row(note, color=REMOVED))
     dtypes = sorted({n.meta.get("dtype") for n in graph.nodes

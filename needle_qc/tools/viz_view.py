@@ -269,7 +269,8 @@ def _apply_diff(graph, older, boxes, folded):
         if anchor is not None:
             anchor.removed_here.append(node)
     return {"added": added, "changed": changed, "removed": len(removed),
-            "removed_ops": Counter("param" if n.name in old_folded else n.op for n in removed)}
+            "removed_ops": Counter("weights/consts" if n.name in old_folded else n.op
+                                  for n in removed)}
 
 
 def _what_changed(before, node, old_folded, folded):
