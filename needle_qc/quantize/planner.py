@@ -106,7 +106,7 @@ def _run(graph, cfg, batches):
     prepared = quantize_pass(graph, cfg)
     if any(n.op == "observer" for n in prepared.nodes):
         calibrate(prepared, batches, progress=False)
-    cm = compile(prepared, tune_kernels=False)
+    cm = compile(prepared)
     return [np.asarray(cm.run_arrays(*_inputs(b))[0], np.float64) for b in batches]
 
 

@@ -51,7 +51,7 @@ def _correlated_batches(seed=1, n=4, rows=128):
 def _compiled(graph, cfg, batches):
     prepared = quantize_pass(graph, cfg)
     calibrate(prepared, batches, progress=False)
-    return compile(prepared, tune_kernels=False)
+    return compile(prepared)
 
 
 def _outputs(fn, batches):
@@ -111,7 +111,7 @@ def test_gptq_on_uncorrelated_unit_inputs_changes_little_and_needs_calibration()
     g = _linear_graph()
     prepared = quantize_pass(g, INT4_CH.replace(rounding="gptq"))
     with pytest.raises(ValueError, match="no calibration statistics|saw 0 batches"):
-        compile(prepared, tune_kernels=False)
+        compile(prepared)
 
 
 def test_layer_stats_survive_copy_and_dict_round_trip():
@@ -125,7 +125,7 @@ def test_layer_stats_survive_copy_and_dict_round_trip():
     x = np.concatenate(batches).astype(np.float64)
     assert np.allclose(stats.moments["linear"].hessian, 2 * x.T @ x / len(x))
     a = _compiled(g, INT4_CH.replace(rounding="gptq"), batches)
-    b = compile(prepared.copy(), tune_kernels=False)
+    b = compile(prepared.copy())
     assert np.array_equal(a.run_arrays(batches[0])[0], b.run_arrays(batches[0])[0])
 
 
@@ -173,7 +173,7 @@ def test_equalization_keeps_float_outputs_and_balances_ranges():
     g.tensors["conv1.weight"] = g.tensors["conv1.weight"] * np.array([8, 1, 0.1, 2], np.float32)
     x = rng.standard_normal((8, 1, 6, 6)).astype(np.float32)
     prepared = quantize_pass(g, INT8_STATIC.replace(equalization=True))
-    fp = compile(prepared, stop_after="float", tune_kernels=False)
+    fp = compile(prepared, stop_after="float")
     assert np.allclose(fp.run_arrays(x)[0], _first(g(x)), rtol=1e-4, atol=1e-5)
     conv1, conv2 = (prepared.node(n) for n in ("conv1", "conv2"))
     w1 = prepared.tensors[conv1.inputs[1].attrs["tensor"]]
@@ -215,7 +215,7 @@ def test_smoothquant_keeps_float_outputs_and_lowers_w8a8_error(alpha):
     cfg = QConfig(weight="int8", activation="static")
     prepared = quantize_pass(g, cfg.replace(smoothquant=alpha))
     calibrate(prepared, batches, progress=False)
-    smoothed = compile(prepared, stop_after="float", tune_kernels=False)
+    smoothed = compile(prepared, stop_after="float")
     assert np.allclose(_outputs(smoothed.run_arrays, batches), ref, rtol=1e-4, atol=1e-4)
     info = prepared.node("ln").meta["smoothquant"]
     assert info["outliers"] == 2 and info["max_median_ratio"] > 10
@@ -270,10 +270,10 @@ def _qat_setup():
 
 def test_qat_forward_is_what_convert_compiles():
     ndl, g, cfg, module, x = _qat_setup()
-    cm = compile(module.convert(), tune_kernels=False)
+    cm = compile(module.convert())
     out = module(ndl.Tensor(x, device=module.device)).numpy()
     assert np.allclose(out, cm.run_arrays(x)[0], atol=1e-5)
-    rtn = compile(quantize_pass(g, cfg), tune_kernels=False)
+    rtn = compile(quantize_pass(g, cfg))
     assert np.array_equal(cm.run_arrays(x)[0], rtn.run_arrays(x)[0])  # untrained: RTN
 
 
@@ -287,8 +287,8 @@ def test_qat_trains_through_the_fake_quant_and_beats_rtn():
                                                                          device=module.device)
         ((diff * diff).sum() / target.size).backward()
         opt.step()
-    qat = compile(module.convert(), tune_kernels=False)
-    rtn = compile(quantize_pass(g, cfg), tune_kernels=False)
+    qat = compile(module.convert())
+    rtn = compile(quantize_pass(g, cfg))
     err_qat = np.mean((qat.run_arrays(x)[0] - target) ** 2)
     err_rtn = np.mean((rtn.run_arrays(x)[0] - target) ** 2)
     assert err_qat < 0.8 * err_rtn, (err_qat, err_rtn)

@@ -45,7 +45,7 @@ def test_plan_fits_the_budget_beats_uniform_and_compiles():
     chosen = next(r for r in p.table if r["chosen"])
     assert chosen["noise"] <= uniform["noise"]
     assert set(p.qconfig.module_paths) == {"conv1", "conv2", "fc"}
-    cm = compile(quantize_pass(g, p.qconfig), tune_kernels=False)
+    cm = compile(quantize_pass(g, p.qconfig))
     assert cm.run_arrays(batches[0])[0].shape == (32, 3)
     assert "<- chosen" in str(p)
 
