@@ -117,17 +117,32 @@ def run(models, rounds, block):
             _, fns = contenders(name, batch)
             errors.append((name, batch, check_outputs(fns)))
             times = time_blocks(fns, rounds, block)
-            rows.append((name, batch, {k: fmt_cell(times.get(k)) for k in COLUMNS}))
+            rows.append((name, batch, {k: fmt_cell(times.get(k)) for k in COLUMNS},
+                         {k: min(v) for k, v in times.items()}))
             print(f"{name} batch {batch}: " + ", ".join(
                 f"{k} {v}" for k, v in rows[-1][2].items()), flush=True)
     return rows, errors
 
 
+def targets(name, batch, best):
+    """One line: our fp32 and int8 against ORT fp32 and the fastest peer int8 (best times)."""
+    ort = best["ORT fp32"]
+    peer = min(best[k] for k in ("ORT int8 static", "ORT int8 dynamic", "OV int8") if k in best)
+    f32, i8 = best["our fp32"] / ort, best["our int8"] / ort
+    return (f"- {name} batch {batch}: our fp32 {f32:.2f}x ORT fp32 "
+            f"({'met' if f32 <= 1.25 else 'not met'}), our int8 {i8:.2f}x ORT fp32 "
+            f"({'met' if i8 <= 1 / 1.5 else 'not met'}), {best['our int8'] / peer:.2f}x the "
+            f"fastest peer int8 ({'met' if best['our int8'] <= peer else 'not met'})")
+
+
 def table(rows, errors):
     head = "| model | batch | " + " | ".join(COLUMNS) + " |"
     lines = [head, "|---|---:|" + "---:|" * len(COLUMNS)]
-    for name, batch, cells in rows:
+    for name, batch, cells, _ in rows:
         lines.append(f"| {name} | {batch} | " + " | ".join(cells[k] for k in COLUMNS) + " |")
+    lines += ["", "The issue's targets on best times (fp32 <= 1.25x ORT fp32; int8 <= ORT fp32 "
+              "/ 1.5 and <= the fastest peer int8):", ""]
+    lines += [targets(name, batch, best) for name, batch, _, best in rows]
     lines.append("")
     lines.append("Max relative error of each output vs ORT fp32 (max |diff| / max |ref|):")
     lines.append("")
