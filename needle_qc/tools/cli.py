@@ -133,6 +133,7 @@ def build_parser():
     _quant_options(quant, required=True)
     _common(quant)
     _export_parser(sub)
+    _plan_parser(sub)
     inspect = sub.add_parser("inspect", help="what a saved .nqc file holds",
                              description="Load FILE (a graph or compiled model saved by "
                              "needle-qc quantize or qc.save) and print its stage, ops, weight "
@@ -146,6 +147,62 @@ def _version():
     from needle_qc._version import __version__
 
     return __version__
+
+
+def _plan_parser(sub):
+    plan = sub.add_parser("plan", help="mixed precision: each layer's weight scheme under a "
+                          "memory budget, with the Pareto table",
+                          description="Scan every layer's sensitivity (one layer quantized, "
+                          "output KL divergence on calibration batches), print the Pareto "
+                          "front of weight bytes vs predicted cost and the point chosen within "
+                          "BUDGET (issue 16; needle_qc.plan).")
+    plan.add_argument("model", metavar="MODEL", help="zoo name or module:factory")
+    plan.add_argument("--budget", default="int4-g32",
+                      help="weight bytes (int), bits per weight (e.g. 4.5) or a scheme whose "
+                      "uniform bytes are the budget: fp16, int8-ch, int4-g32, int4-ch "
+                      "(default int4-g32)")
+    plan.add_argument("--calibration-batches", type=_positive, default=4,
+                      help="training batches scanned (default 4)")
+    plan.add_argument("--checkpoint", help="weights (.npz) instead of the zoo's checkpoint")
+    plan.add_argument("--out", help="write the chosen QConfig as JSON here")
+    _common(plan)
+
+
+def _budget(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def cmd_plan(args):
+    import json
+
+    from needle_qc.quantize.planner import plan
+
+    _entry(args.model)
+    if args.out:
+        _check_out_file(args.out)
+    model, how = _load(args, args.model, args.checkpoint)
+    graph = _trace(args.model, model)
+    with _as_usage_error(args.model):
+        result = plan(graph, _calibration(args.model, args.calibration_batches),
+                      budget=_budget(args.budget))
+    print(f"{args.model} ({how}): {result.bytes} weight bytes, output SQNR "
+          f"{result.sqnr_db:.2f} dB on the scanned batches")
+    print(result)
+    if args.out:
+        text = json.dumps(result.qconfig.to_dict(), indent=1, sort_keys=True)
+
+        def write(path):
+            with open(path, "w") as f:
+                f.write(text + "\n")
+
+        _write_via_temp(args.out, write)
+        print(f"wrote {args.out}")
+    return 0
 
 
 def _export_parser(sub):
@@ -500,7 +557,7 @@ def cmd_inspect(args):
 
 
 COMMANDS = {"demo": cmd_demo, "report": cmd_report, "draw": cmd_draw, "quantize": cmd_quantize,
-            "export": cmd_export, "inspect": cmd_inspect}
+            "export": cmd_export, "inspect": cmd_inspect, "plan": cmd_plan}
 
 
 def main(argv=None):
