@@ -148,3 +148,17 @@ def test_attention_equals_needle_bit_for_bit(causal, shape):
     want = get_op("multi_head_attention").evaluate(tensors, {"causal": causal}, None)
     np.testing.assert_array_equal(result, want[0].numpy())
     np.testing.assert_array_equal(probs, want[1].numpy())
+
+
+@pytest.mark.parametrize("isa", kernels.kernel_info()["available"])
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_direct_conv_paths_and_thread_counts_give_the_same_bits(isa, threads, monkeypatch):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 30, 30, 5)).astype(np.float32)  # enough tiles for 3 threads
+    wt = rng.standard_normal((3, 3, 5, 21)).astype(np.float32)
+    b = rng.standard_normal(21).astype(np.float32)
+    want = kernels.conv2d_nhwc_f32_naive(x, wt, b, 1, 1, True)
+    monkeypatch.setenv("NEEDLE_QC_ISA", isa)
+    monkeypatch.setenv("NEEDLE_NUM_THREADS", threads)
+    got = kernels.conv2d_nhwc_f32(x, kernels.pack_conv_f32(wt), 3, 21, b, 1, 1, True)
+    np.testing.assert_array_equal(got, want)
