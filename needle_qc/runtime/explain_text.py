@@ -3,13 +3,21 @@ why in one phrase, with its input/output scales and weight format (rounded); the
 reasons follow in the table below it."""
 from __future__ import annotations
 
-LAYER_OPS = ("qlinear", "qconv2d", "qmatmul", "qadd", "linear_dynamic", "conv2d_dynamic",
-             "linear_weight_only", "conv2d_weight_only")
+from needle_qc.opset import all_ops, traits
+
+
+def is_quantized_layer(op):
+    """An integer-stage op that computes (not a requantize/quantize representation change);
+    False for the runtime's own steps (layout copies), which are not ops of the table."""
+    if op not in all_ops():
+        return False
+    t = traits(op)
+    return t.integer and t.kind != "quant"
 
 
 def plain_summary(cm, rows):
     """Lines in plain words for the layers among ``rows`` (explain rows of ``cm``)."""
-    layers = [r for r in rows if r["op"] in LAYER_OPS]
+    layers = [r for r in rows if is_quantized_layer(r["op"])]
     if not layers:
         return []
     kept = [r["node"] for r in layers if r["status"].startswith("kept float")]
@@ -70,4 +78,4 @@ def _weight(node):
     return ""
 
 
-__all__ = ["plain_summary", "LAYER_OPS"]
+__all__ = ["plain_summary", "is_quantized_layer"]

@@ -11,10 +11,15 @@ from collections import Counter
 
 import numpy as np
 
+from needle_qc.opset import traits
+
 __all__ = ["tabulate", "summarize"]
 
 COLUMNS = ("name", "op", "inputs", "type", "quantization", "module")
-_HIDDEN = ("param", "constant")
+
+
+def _stored(node):
+    return traits(node.op).kind == "tensor"  # param / constant: summed up in their users
 
 
 def tabulate(graph, *, params=False, max_width=48):
@@ -25,7 +30,7 @@ def tabulate(graph, *, params=False, max_width=48):
     are cut with "...".
     """
     graph = getattr(graph, "graph", graph)
-    rows = [_row(node) for node in graph.nodes if params or node.op not in _HIDDEN]
+    rows = [_row(node) for node in graph.nodes if params or not _stored(node)]
     cells = [list(COLUMNS)] + [[_cut(c, max_width) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
@@ -34,8 +39,8 @@ def tabulate(graph, *, params=False, max_width=48):
 
 
 def _row(node):
-    values = [f"%{i.name}" for i in node.inputs if i.op not in _HIDDEN]
-    stored = sum(i.op in _HIDDEN for i in node.inputs)
+    values = [f"%{i.name}" for i in node.inputs if not _stored(i)]
+    stored = sum(_stored(i) for i in node.inputs)
     inputs = ", ".join(values + ([f"+{stored} params"] if stored else []))
     return [f"%{node.name}", node.op, inputs, _type(node, qparams=False),
             _quantization(node), node.meta.get("module_path") or ""]
@@ -57,7 +62,7 @@ def _quantization(node):
 
 def _weight_of(node):
     """dtype of a layer's stored integer weight (input 1), for qlinear/qconv2d/dynamic."""
-    if len(node.inputs) < 2 or node.inputs[1].op not in _HIDDEN:
+    if len(node.inputs) < 2 or not _stored(node.inputs[1]):
         return ""
     dtype = node.inputs[1].meta.get("dtype")
     return dtype if dtype in ("int8", "uint8") and node.op != "dequantize" else ""
@@ -80,7 +85,8 @@ def summarize(obj):
              f"{len(graph.nodes)} nodes"]
     if hasattr(obj, "target"):
         lines.append(f"target: {obj.target}")
-    ops = Counter(n.op for n in graph.nodes if n.op not in _HIDDEN + ("placeholder", "output"))
+    ops = Counter(n.op for n in graph.nodes
+                  if traits(n.op).kind not in ("tensor", "structure"))
     lines.append("ops: " + ", ".join(f"{op} x{k}" for op, k in sorted(ops.items())))
     inputs = ", ".join(f"%{p.name}: {_type(p)}" for p in graph.placeholders)
     lines.append(f"inputs: {inputs}")
@@ -109,7 +115,7 @@ def _type(node, qparams=True):
 def _weight_bytes(graph):
     by_dtype = Counter()
     for node in graph.nodes:
-        if node.op in _HIDDEN:
+        if _stored(node):
             array = graph.tensors.get(node.attrs["tensor"])
             if array is not None:
                 by_dtype[str(np.asarray(array).dtype)] += int(np.asarray(array).nbytes)

@@ -18,7 +18,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-STORED_OPS = ("param", "constant")
+from needle_qc.opset import traits
+
+
+def _stored(node):
+    return traits(node.op).kind == "tensor"  # param / constant: drawn inside their users
 SOURCE_OPS = ("full",)
 """Ops computed from nothing (a zero initial state): folded like stored tensors."""
 MIN_REPEATS = 4
@@ -60,7 +64,7 @@ def folded_names(graph):
     for node in graph.nodes:  # topological order: inputs are decided first
         if node.op in ("placeholder", "output"):
             continue
-        if node.op in STORED_OPS or (node.op in SOURCE_OPS and not node.inputs):
+        if _stored(node) or (node.op in SOURCE_OPS and not node.inputs):
             folded.add(node.name)
         elif node.inputs and all(i.name in folded for i in node.inputs):
             folded.add(node.name)
@@ -71,7 +75,7 @@ def describe_folded(node, type_text, depth=0):
     """``i8[3,3,1,16]`` for a stored tensor, ``dequantize(i8[..], f32[16])`` for one computed
     from stored tensors (one level deep: a longer chain reads as ``op(...)``)."""
     if not node.inputs:
-        prefix = "" if node.op in STORED_OPS else f"{node.op} "
+        prefix = "" if _stored(node) else f"{node.op} "
         return prefix + type_text(node)
     if depth >= 1:
         return f"{node.op}(...)"
@@ -263,7 +267,7 @@ def _apply_diff(graph, older, boxes, folded):
     names = {n.name for n in graph.nodes}
     removed = [n for n in older.nodes if n.name not in names]
     for node in removed:
-        if node.op in STORED_OPS or node.name in old_folded:
+        if _stored(node) or node.name in old_folded:
             continue
         anchor = _surviving_anchor(node, boxes, old_folded)
         if anchor is not None:
