@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BASE   := $(VENV)/.installed-base
 NATIVE := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 JOBS   ?= 2
 
@@ -15,16 +16,25 @@ $(STAMP): $(NATIVE)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@command -v dot >/dev/null 2>&1 || ./scripts/install-graphviz.sh
 	$(BIN)/python -m pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja numpy
-	flock build.lock $(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test]"
-	@touch $(STAMP)
+	flock build.lock $(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation -C cmake.define.NEEDLE_NO_CUDA=OFF -e ".[test]"
+	@touch $(STAMP) $(BASE)
+
+# What the demo needs and no more: the package and its C++ kernels (no CUDA build, no test tools).
+# A later `make install`/`make test` rebuilds with CUDA and adds the test extras.
+$(BASE): $(NATIVE)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@command -v dot >/dev/null 2>&1 || ./scripts/install-graphviz.sh
+	$(BIN)/python -m pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja numpy
+	flock build.lock $(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation -C cmake.define.NEEDLE_NO_CUDA=ON -e .
+	@touch $(BASE)
 
 # Rebuild the native extensions after editing csrc/ (serialised: helpers may run it concurrently).
 native:
 	@test -x $(BIN)/python || $(MAKE) install
-	flock build.lock $(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+	flock build.lock $(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -C cmake.define.NEEDLE_NO_CUDA=OFF -e .
 	@touch $(STAMP)
 
-demo: install
+demo: $(BASE)
 	$(BIN)/python -m needle_qc demo
 
 test: install

@@ -90,7 +90,7 @@ def build_parser():
     demo = sub.add_parser("demo", help="quantize the small CNN every way, print one table",
                           description="Load (or train and cache) the small CNN, draw its float "
                           "and int8 graphs, compile every scheme and print one table.")
-    demo.add_argument("--out", default=os.path.join("out", "demo"), help="output folder")
+    demo.add_argument("--out", default=DEFAULT_OUT["demo"], help="output folder")
     _common(demo)
 
     rep = sub.add_parser("report", help="memory/deviation/speed report of the zoo: REPORT.md "
@@ -101,7 +101,7 @@ def build_parser():
     rep.add_argument("--schemes", nargs="+", default=list(SCHEMES), metavar="SCHEME",
                      help=f"subset of: {' '.join(SCHEMES)} (default all)")
     rep.add_argument("--quick", action="store_true", help="tiny configuration (seconds)")
-    rep.add_argument("--out", default=os.path.join("out", "report"), help="output folder")
+    rep.add_argument("--out", default=DEFAULT_OUT["report"], help="output folder")
     _common(rep)
 
     draw = sub.add_parser("draw", help="draw a model's graph at one pipeline stage",
@@ -439,8 +439,15 @@ def _check_out_file(path):
         raise UsageError(f"--out {path}: cannot write in {folder} ({err.strerror})") from None
 
 
+DEFAULT_OUT = {"demo": os.path.join("out", "demo"), "report": os.path.join("out", "report")}
+"""The verbs' own output folders: created with their parents (a user's --out never is)."""
+
+
 def _check_out_folder(path):
-    """An output folder may be created, but only inside a folder that exists."""
+    """An output folder may be created, but only inside a folder that exists (the verbs' own
+    defaults are created whole)."""
+    if path in DEFAULT_OUT.values() and not os.path.exists(path):
+        os.makedirs(path, exist_ok=True)
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"--out {path} exists and is not a folder")
     parent = os.path.dirname(os.path.abspath(path))

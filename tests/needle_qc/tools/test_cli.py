@@ -343,3 +343,14 @@ def test_autotune_keeping_float_is_said_by_the_cli(capsys, tmp_path, monkeypatch
                                   out=tmp_path / "t.nqc")) == 0
     out = capsys.readouterr().out
     assert "kept float: %" in out and "layer(s) run in float" in out
+
+
+def test_default_output_folders_are_created_but_a_users_missing_parent_is_not(tmp_path,
+                                                                              monkeypatch):
+    """A fresh clone has no out/: `make demo` must work there; --out a/b with no a/ is refused."""
+    monkeypatch.chdir(tmp_path)
+    cli._check_out_folder(cli.DEFAULT_OUT["demo"])
+    assert (tmp_path / "out" / "demo").is_dir()
+    with pytest.raises(cli.UsageError, match="does not exist"):
+        cli._check_out_folder(os.path.join("missing", "folder"))
+    assert not (tmp_path / "missing").exists()
