@@ -1,4 +1,5 @@
-"""The direct NHWC fp32 convolution of :mod:`needle_qc._quant_cpu` (no im2col copy)."""
+"""The direct NHWC fp32 convolution of :mod:`needle_qc._quant_cpu` (no im2col copy), and the
+same kernel as a GEMM with a pre-packed weight (a 1x1 convolution)."""
 
 import numpy as np
 
@@ -32,3 +33,25 @@ def direct_conv_f32(w, bias, stride, padding, activation=None):
 
     run.kernel = DIRECT_CONV_F32
     return run, packed
+
+
+DIRECT_GEMM_MAX_K = 256
+"""Up to this depth the NDArray sgemm sums each output in one FMA chain (its K block is 256),
+as the direct kernel does: same bits for more than 4 rows (its 1-4 row path sums in another
+order, the direct kernel's rows do not depend on the batch)."""
+
+
+def direct_gemm_f32(w2d):
+    """``fn(a2d) -> a2d @ w2d`` on the direct conv kernel (weight packed once, numpy in and
+    out: no copies into the NDArray backend), or None when the kernel is not built."""
+    if not direct_conv_available():
+        return None
+    kernels = _kernels()
+    k, n = w2d.shape
+    packed = kernels.pack_conv_f32(np.ascontiguousarray(w2d, np.float32).reshape(1, 1, k, n))
+
+    def run(a2d):
+        m = a2d.shape[0]
+        return kernels.conv2d_nhwc_f32(a2d.reshape(1, 1, m, k), packed, 1, n).reshape(m, n)
+
+    return run

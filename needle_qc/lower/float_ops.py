@@ -5,7 +5,12 @@ import numpy as np
 from needle_qc import opset
 from needle_qc.frontend.compute import zero_copy
 from needle_qc.lower.common import _shared_layout, _weight_record
-from needle_qc.lower.conv_f32 import direct_conv_available, direct_conv_f32
+from needle_qc.lower.conv_f32 import (
+    DIRECT_GEMM_MAX_K,
+    direct_conv_available,
+    direct_conv_f32,
+    direct_gemm_f32,
+)
 from needle_qc.lower.program import Impl
 from needle_qc.lower.registry import builder, register_builder
 from needle_qc.opset.activations import apply_to_array
@@ -27,20 +32,29 @@ class F32Matmul:
         self.k, self.n = w2d.shape
         self.nbytes = w2d.nbytes
         self.mod = _ndl_module()
+        self.direct = None  # the direct kernel, where its sums equal the NDArray sgemm's
         if self.mod is None:
             self.w = w2d  # numpy fallback when the C++ backend is not built
             return
         self.w = self.mod.Array(w2d.size)
         self.mod.from_numpy(w2d, self.w)
+        self.direct = direct_gemm_f32(w2d) if self.k <= DIRECT_GEMM_MAX_K else None
 
     def __call__(self, a2d):
         a2d = np.ascontiguousarray(a2d, np.float32)
         m = a2d.shape[0]
+        if self.mod is not None and self.direct is not None and m:
+            return self.direct(a2d)
         if self.mod is None or m == 0:
             return a2d @ (self.w if self.mod is None else np.zeros((self.k, self.n), np.float32))
         a = self.mod.Array(a2d.size)
         self.mod.from_numpy(a2d, a)
         return self._product(a, m)
+
+    @property
+    def kernel(self):
+        """What computes the product (for explain())."""
+        return "fp32 gemm (C++ direct, packed weight)" if self.direct else "fp32 gemm (ndl.cpu)"
 
     def with_rows(self, m, fill):
         """``rows @ w`` where ``fill(view)`` writes the [m, k] rows straight into the backend's
@@ -122,7 +136,7 @@ def build_linear(ctx, node):
         return None
     w, bias = consts
     mm = F32Matmul(w)
-    return Impl("fp32 gemm (ndl.cpu)", "float layer", _linear_f32(
+    return Impl(mm.kernel, "float layer", _linear_f32(
         mm, None if bias is None else bias.astype(np.float32), node.attrs.get("activation")),
         [ctx.value(node.inputs[0], "logical")],
         weights=[_weight_record(node, "float32", w.size, mm.nbytes, 0)])

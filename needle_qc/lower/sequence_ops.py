@@ -68,7 +68,7 @@ def build_matmul(ctx, node):
     def run(x):
         return mm(x.reshape(-1, mm.k)).reshape(x.shape[:-1] + (mm.n,))
 
-    return Impl("fp32 gemm (ndl.cpu)", "matmul by a constant", run,
+    return Impl(mm.kernel, "matmul by a constant", run,
                 [ctx.value(node.inputs[0], "logical")])
 
 

@@ -162,3 +162,23 @@ def test_direct_conv_paths_and_thread_counts_give_the_same_bits(isa, threads, mo
     monkeypatch.setenv("NEEDLE_NUM_THREADS", threads)
     got = kernels.conv2d_nhwc_f32(x, kernels.pack_conv_f32(wt), 3, 21, b, 1, 1, True)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("m", [5, 16, 33])
+@pytest.mark.parametrize("k, n", [(1, 1), (32, 33), (256, 128)])
+def test_direct_gemm_gives_the_ndarray_sgemm_bits_above_four_rows(m, k, n):
+    import needle as ndl
+    from needle_qc.lower.conv_f32 import direct_gemm_f32
+
+    rng = np.random.default_rng(m * k + n)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    want = (ndl.Tensor(a, device=ndl.cpu()) @ ndl.Tensor(w, device=ndl.cpu())).numpy()
+    np.testing.assert_array_equal(direct_gemm_f32(w)(a), want)
+
+
+def test_fp32_matmul_keeps_the_ndarray_sgemm_past_its_k_block():
+    from needle_qc.lower.float_ops import F32Matmul
+
+    assert F32Matmul(np.zeros((256, 4), np.float32)).direct is not None
+    assert F32Matmul(np.zeros((257, 4), np.float32)).direct is None  # sgemm's own K split
