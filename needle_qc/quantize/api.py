@@ -125,6 +125,11 @@ def calibrate(prepared, batches, progress=True):
         count = len(prepared.placeholders)
         batches = calibrate_smoothquant(
             prepared, batches, lambda b: prepared(*_batch_inputs(b, count)), progress)
+    from needle_qc.quantize.sequential import calibrate_sequential, sequential_pending
+
+    sequential = sequential_pending(prepared)
+    if sequential:  # sequential GPTQ passes over the batches again, layer by layer
+        batches = list(batches)
     names = [n.name for n in prepared.find("observer")]
     count = 0
     if names:
@@ -135,6 +140,9 @@ def calibrate(prepared, batches, progress=True):
             raise ValueError(f"calibrate: static quantization needs calibration data, but "
                              f"`batches` was empty ({len(names)} observers: "
                              f"{', '.join('%' + n for n in names[:5])}...)")
+    if sequential and count:
+        calibrate_sequential(prepared, batches,
+                             lambda b: prepared(*_batch_inputs(b, len(prepared.placeholders))))
     report = CalibrationReport(count, {n: _summary(prepared, n) for n in names})
     checks.warn_bad_ranges(prepared, report)
     return report

@@ -94,6 +94,7 @@ class LayerInputStats(MinMaxObserver):
         if len(self.geometries) != len(self.hessian):
             raise ValueError(f"layer stats %{name}: one hessian flag per geometry")
         self.moments = {}
+        self.frozen = {}  # layer name -> moments measured for it by sequential GPTQ
 
     def add_geometry(self, geometry: str, hessian: bool) -> None:
         """Also collect for ``geometry`` (the Hessian too when any reader needs it)."""
@@ -125,7 +126,8 @@ class LayerInputStats(MinMaxObserver):
         moments = {g: {"count": m.count, "total": m.total.tolist(),
                        "xtx": None if m.xtx is None else m.xtx.tolist()}
                    for g, m in self.moments.items()}
-        return {**super()._state(), "moments": moments}
+        frozen = {name: _moments_state(m) for name, m in self.frozen.items()}
+        return {**super()._state(), "moments": moments, "frozen": frozen}
 
     def _load(self, state):
         super()._load(state)
@@ -133,6 +135,17 @@ class LayerInputStats(MinMaxObserver):
                                         None if m["xtx"] is None else
                                         np.asarray(m["xtx"], np.float64))
                         for g, m in state.get("moments", {}).items()}
+        self.frozen = {name: _moments_of(m) for name, m in state.get("frozen", {}).items()}
+
+
+def _moments_state(m):
+    return {"count": m.count, "total": m.total.tolist(),
+            "xtx": None if m.xtx is None else m.xtx.tolist()}
+
+
+def _moments_of(state):
+    return InputMoments(int(state["count"]), np.asarray(state["total"], np.float64),
+                        None if state["xtx"] is None else np.asarray(state["xtx"], np.float64))
 
 
 def is_stats_node(graph, node) -> bool:
@@ -157,7 +170,7 @@ def take_input_moments(graph) -> dict:
     for node in [n for n in graph.nodes if is_stats_node(graph, n)]:
         stats = observers[node.name]
         for layer in [u for u in node.users if u.op in LAYER_OPS and u.inputs[0] is node]:
-            moments = stats.moments.get(geometry_of(layer))
+            moments = stats.frozen.get(layer.name) or stats.moments.get(geometry_of(layer))
             if moments is None or stats.n_updates == 0:
                 raise ValueError(f"convert: layer input statistics %{node.name} saw no "
                                  "calibration data; run calibrate(prepared, batches) first")

@@ -60,7 +60,9 @@ class QConfig:
     rounding : {"nearest", "gptq"}
         How integer weights are rounded: to nearest (RTN), or GPTQ (Hessian-aware with error
         feedback, calibrated on the layer inputs; ``gptq_percdamp`` damping relative to the mean
-        Hessian diagonal, ``gptq_act_order`` processes inputs by decreasing Hessian diagonal).
+        Hessian diagonal, ``gptq_act_order`` processes inputs by decreasing Hessian diagonal;
+        ``gptq_sequential``, weight-only: each layer's Hessian is measured with the layers before
+        it already rounded, as in the paper, at one more pass over the batches per layer).
     bias_correction : bool
         Fold the expected output shift of the weight rounding, ``E[x] (W - W_q)``, into the bias
         (calibrated layer input means).
@@ -95,6 +97,7 @@ class QConfig:
     rounding: str = "nearest"
     gptq_percdamp: float = 0.01
     gptq_act_order: bool = False
+    gptq_sequential: bool = False
     bias_correction: bool = False
     equalization: bool = False
     smoothquant: float | str | None = None
@@ -150,7 +153,7 @@ class QConfig:
             raise ValueError(f"QConfig: weight_bits={self.weight_bits} is a grid inside 4-bit "
                              f"weight-only storage (weight='int4' or 'uint4', activation=None), "
                              f"got weight={self.weight!r}, activation={self.activation!r}")
-        for name in ("gptq_act_order", "bias_correction", "equalization"):
+        for name in ("gptq_act_order", "gptq_sequential", "bias_correction", "equalization"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"QConfig: {name}={getattr(self, name)!r} must be a bool")
         damp = self.gptq_percdamp
@@ -168,6 +171,10 @@ class QConfig:
                 raise ValueError(f"QConfig: {name} needs integer weights with static or no "
                                  f"activation quantization (weight={self.weight!r}, "
                                  f"activation={self.activation!r})")
+        if self.gptq_sequential and (self.rounding != "gptq" or self.activation is not None):
+            raise ValueError("QConfig: gptq_sequential=True needs rounding='gptq' and "
+                             f"weight-only layers (activation=None), got rounding="
+                             f"{self.rounding!r}, activation={self.activation!r}")
         if sq is not None and self.activation != "static":
             raise ValueError(f"QConfig: smoothquant={sq!r} needs activation='static', "
                              f"got {self.activation!r}")

@@ -292,3 +292,40 @@ def test_qat_trains_through_the_fake_quant_and_beats_rtn():
     err_qat = np.mean((qat.run_arrays(x)[0] - target) ** 2)
     err_rtn = np.mean((rtn.run_arrays(x)[0] - target) ** 2)
     assert err_qat < 0.8 * err_rtn, (err_qat, err_rtn)
+
+
+# ----------------------------------------------------------------------------- sequential GPTQ
+
+
+def test_sequential_gptq_measures_each_layer_after_the_rounded_prefix():
+    g = qpass_models.mlp()
+    rng = np.random.default_rng(8)
+    batches = [rng.standard_normal((64, 4)).astype(np.float32) for _ in range(2)]
+    cfg = INT4_CH.replace(rounding="gptq", gptq_sequential=True)
+    prepared = quantize_pass(g, cfg)
+    calibrate(prepared, batches, progress=False)
+    fc2_stats = prepared.observers[prepared.node("fc2").inputs[0].name]
+    fc1_stats = prepared.observers[prepared.node("fc1").inputs[0].name]
+    x = np.concatenate(batches).astype(np.float64)
+    assert np.allclose(fc1_stats.frozen["fc1"].hessian, 2 * x.T @ x / len(x))
+    from needle_qc.quantize.algorithms import gptq_quantize_weight
+
+    w1q = gptq_quantize_weight(g.tensors["fc1.weight"], fc1_stats.frozen["fc1"].hessian, "int4",
+                               "per_channel").dequantize()
+    h = np.maximum(np.concatenate(batches) @ w1q + g.tensors["fc1.bias"], 0).astype(np.float64)
+    assert np.allclose(fc2_stats.frozen["fc2"].hessian, 2 * h.T @ h / len(h), rtol=1e-5,
+                       atol=1e-7)
+    assert prepared.node("fc1").inputs[1].name == "fc1.weight"  # float weights restored
+    seq = compile(prepared)  # convert rounds fc2 from its frozen (prefix-rounded) moments
+    from needle_qc.quantize import unpack_int4
+
+    fc2 = seq.graph.node("fc2")
+    q = unpack_int4(seq.graph.tensors[fc2.inputs[1].attrs["tensor"]], 8, axis=0, signed=True)
+    want = gptq_quantize_weight(g.tensors["fc2.weight"], fc2_stats.frozen["fc2"].hessian, "int4",
+                                "per_channel").q
+    assert np.array_equal(q, want)
+
+
+def test_sequential_gptq_is_weight_only():
+    with pytest.raises(ValueError, match="gptq_sequential=True needs rounding='gptq'"):
+        QConfig(weight="int8", activation="static", rounding="gptq", gptq_sequential=True)
