@@ -41,17 +41,29 @@ as the direct kernel does: same bits for more than 4 rows (its 1-4 row path sums
 order, the direct kernel's rows do not depend on the batch)."""
 
 
-def direct_gemm_f32(w2d):
+def direct_gemm_f32(w2d, mod=None):
     """``fn(a2d) -> a2d @ w2d`` on the direct conv kernel (weight packed once, numpy in and
-    out: no copies into the NDArray backend), or None when the kernel is not built."""
+    out: no copies into the NDArray backend), or None when the kernel is not built or its
+    panels would pad ``w2d``'s columns (the packed weight must cost what the weight costs).
+
+    With ``mod`` (the NDArray backend, zero-copy), the packed weight lives in its memory, so
+    its allocator counts what the model keeps.
+    """
     if not direct_conv_available():
         return None
     kernels = _kernels()
     k, n = w2d.shape
     packed = kernels.pack_conv_f32(np.ascontiguousarray(w2d, np.float32).reshape(1, 1, k, n))
+    if packed.size != k * n:
+        return None
+    if mod is not None:
+        owner = mod.Array(packed.size)
+        mod.from_numpy(packed, owner)
+        packed = mod.to_numpy(owner, (packed.size,), (1,), 0)
 
     def run(a2d):
         m = a2d.shape[0]
         return kernels.conv2d_nhwc_f32(a2d.reshape(1, 1, m, k), packed, 1, n).reshape(m, n)
 
+    run.nbytes = packed.nbytes
     return run

@@ -36,9 +36,13 @@ class F32Matmul:
         if self.mod is None:
             self.w = w2d  # numpy fallback when the C++ backend is not built
             return
+        if self.k <= DIRECT_GEMM_MAX_K:
+            self.direct = direct_gemm_f32(w2d, self.mod if zero_copy(self.mod) else None)
+        if self.direct is not None:  # the packed weight is the only copy kept
+            self.w, self.nbytes = None, self.direct.nbytes
+            return
         self.w = self.mod.Array(w2d.size)
         self.mod.from_numpy(w2d, self.w)
-        self.direct = direct_gemm_f32(w2d) if self.k <= DIRECT_GEMM_MAX_K else None
 
     def __call__(self, a2d):
         a2d = np.ascontiguousarray(a2d, np.float32)
@@ -59,7 +63,7 @@ class F32Matmul:
     def with_rows(self, m, fill):
         """``rows @ w`` where ``fill(view)`` writes the [m, k] rows straight into the backend's
         buffer (a zero-copy numpy view): one copy fewer than building them in numpy first."""
-        if self.mod is None or m == 0 or not zero_copy(self.mod):
+        if self.mod is None or m == 0 or not zero_copy(self.mod) or self.direct is not None:
             rows = np.empty((m, self.k), np.float32)
             fill(rows)
             return self(rows)

@@ -165,7 +165,7 @@ def test_direct_conv_paths_and_thread_counts_give_the_same_bits(isa, threads, mo
 
 
 @pytest.mark.parametrize("m", [5, 16, 33])
-@pytest.mark.parametrize("k, n", [(1, 1), (32, 33), (256, 128)])
+@pytest.mark.parametrize("k, n", [(1, 8), (31, 16), (32, 64), (256, 128)])
 def test_direct_gemm_gives_the_ndarray_sgemm_bits_above_four_rows(m, k, n):
     import needle as ndl
     from needle_qc.lower.conv_f32 import direct_gemm_f32
@@ -177,8 +177,9 @@ def test_direct_gemm_gives_the_ndarray_sgemm_bits_above_four_rows(m, k, n):
     np.testing.assert_array_equal(direct_gemm_f32(w)(a), want)
 
 
-def test_fp32_matmul_keeps_the_ndarray_sgemm_past_its_k_block():
+def test_fp32_matmul_keeps_the_ndarray_sgemm_past_its_k_block_or_for_padded_panels():
     from needle_qc.lower.float_ops import F32Matmul
 
-    assert F32Matmul(np.zeros((256, 4), np.float32)).direct is not None
-    assert F32Matmul(np.zeros((257, 4), np.float32)).direct is None  # sgemm's own K split
+    assert F32Matmul(np.zeros((256, 32), np.float32)).direct is not None
+    assert F32Matmul(np.zeros((257, 32), np.float32)).direct is None  # sgemm's own K split
+    assert F32Matmul(np.zeros((32, 3), np.float32)).direct is None  # panels would pad 3 -> 8
