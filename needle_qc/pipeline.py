@@ -95,7 +95,7 @@ def compile(graph, target="cpu", stop_after=None, force_int8=False, calibration=
     if batches is not None and stage_of(graph) not in ("observed", "float"):
         # weight-only / dynamic graphs (and converted ones) have nothing left to calibrate
         config["calibration"] = f"ignored: the graph was already at stage {stage_of(graph)!r}"
-    qconfig = getattr(graph, "qconfig", None)
+    qconfig = graph.qconfig
     if qconfig is not None and hasattr(qconfig, "to_dict"):
         config["qconfig"] = qconfig.to_dict()
     tuning = None

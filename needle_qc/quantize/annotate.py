@@ -26,11 +26,6 @@ def is_activation_op(node):
     return traits(node.op).quantizable == "activations"
 
 
-def observers_of(graph):
-    """``graph.observers`` (kept while code written before Graph declared it moves over)."""
-    return graph.observers
-
-
 def _is_param(node):
     return node.op in ("param", "constant")
 

@@ -16,18 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from needle_qc.quantize.annotate import annotate_qconfig, copy_graph, observers_of
+from needle_qc import passes
+from needle_qc.quantize.annotate import annotate_qconfig
 
 QUANT_PASSES = ["equalize", "insert-observers", "insert-smoothquant-stats", "insert-layer-stats",
                 "weight-only", "dynamic"]
 """What ``quantize_pass`` runs after the float pipeline (``equalize``, the SmoothQuant and layer
 statistics passes change nothing unless the config asks for them)."""
-
-
-def _passes():
-    from needle_qc import passes
-
-    return passes
 
 
 def quantize_pass(graph, cfg, *, float_pipeline=True):
@@ -38,8 +33,7 @@ def quantize_pass(graph, cfg, *, float_pipeline=True):
     inserts observers for static layers and rewrites weight-only and dynamic layers at once
     (they need no data). Calling the result runs the float model and records statistics.
     """
-    passes = _passes()
-    g = copy_graph(graph)
+    g = graph.copy()
     if float_pipeline:
         passes.run_passes(g, passes.FLOAT_PIPELINE)
     annotate_qconfig(g, cfg)
@@ -149,7 +143,7 @@ def calibrate(prepared, batches, progress=True):
 
 
 def _summary(graph, name):
-    node, stats = graph.node(name), observers_of(graph)[name]
+    node, stats = graph.node(name), graph.observers[name]
     lo, hi = stats.range()
     lo, hi = float(np.min(lo)), float(np.max(hi))
     scale, zp = stats.qparams(node.attrs["dtype"], node.attrs["symmetric"])
@@ -159,16 +153,14 @@ def _summary(graph, name):
 
 def convert(prepared):
     """The reference QDQ graph of a calibrated observed graph (a new graph)."""
-    passes = _passes()
-    g = copy_graph(prepared)
+    g = prepared.copy()
     passes.run_passes(g, ["convert"])
     return g
 
 
 def to_integer(graph):
     """The integer graph (``fuse-qdq``) of a QDQ graph, or of a calibrated observed graph."""
-    passes = _passes()
-    g = copy_graph(graph)
+    g = graph.copy()
     passes.run_passes(g, (["convert"] if g.find("observer") else []) + ["fuse-qdq"])
     return g
 
@@ -181,5 +173,5 @@ def prepare_stages(graph, cfg, batches=None, progress=False):
     observed = quantize_pass(graph, cfg)
     report = calibrate(observed, batches if batches is not None else [], progress=progress)
     qdq = convert(observed)
-    return {"float": copy_graph(graph), "observed": observed, "qdq": qdq,
+    return {"float": graph.copy(), "observed": observed, "qdq": qdq,
             "int8": to_integer(qdq), "report": report}

@@ -150,7 +150,7 @@ def _moments_of(state):
 
 def is_stats_node(graph, node) -> bool:
     """True for an ``observer`` node whose statistics object is a :class:`LayerInputStats`."""
-    stats = (getattr(graph, "observers", None) or {}).get(node.name)
+    stats = graph.observers.get(node.name)
     return node.op == "observer" and isinstance(stats, LayerInputStats)
 
 
@@ -165,7 +165,7 @@ def take_input_moments(graph) -> dict:
     Layers sharing one weight param get the moments of all their inputs together (their weight
     is rounded once, for all of them). A stats node that saw no batch is an error naming it.
     """
-    observers = getattr(graph, "observers", None) or {}
+    observers = graph.observers
     per_layer = {}
     for node in [n for n in graph.nodes if is_stats_node(graph, n)]:
         stats = observers[node.name]

@@ -40,7 +40,7 @@ def sequential_layers(graph):
 def sequential_pending(graph) -> bool:
     """True when ``graph`` has layers for sequential GPTQ and only layer-statistics observers
     (the extra passes must not feed activation observers quantized-prefix data)."""
-    observers = getattr(graph, "observers", None) or {}
+    observers = graph.observers
     return bool(sequential_layers(graph)) and all(
         isinstance(obs, LayerInputStats) for obs in observers.values())
 

@@ -90,7 +90,7 @@ def _graph_doc(graph):
         if rest:
             extra[node.name] = rest
     observers = {k: v.to_dict() for k, v in graph.observers.items()}
-    qconfig = getattr(graph, "qconfig", None)
+    qconfig = graph.qconfig
     doc = {"format": "needle_qc", "graph": {
         "text": str(graph), "meta": extra, "observers": observers,
         "qconfig": qconfig.to_dict() if hasattr(qconfig, "to_dict") else None}}

@@ -20,7 +20,6 @@ from needle_qc.quantize.annotate import (
     mode_of,
     new_param,
     node_config,
-    observers_of,
     param_array,
     shared_weight,
 )
@@ -40,7 +39,7 @@ def set_qparams(node, scale, zero_point):
 
 def observer_qparams(graph, obs):
     """``(scale, zero point)`` of an observer node from ``graph.observers``."""
-    stats = observers_of(graph).get(obs.name)
+    stats = graph.observers.get(obs.name)
     if stats is None:
         raise IRError(f"convert: observer %{obs.name} has no statistics in graph.observers")
     try:
@@ -70,7 +69,7 @@ def _replace_observers(graph):
         dq = quantize_pair(graph, value, obs.attrs["dtype"], scale, zp, obs, value.name)
         obs.replace_all_uses_with(dq)
         graph.erase(obs)
-        observers_of(graph).pop(obs.name, None)
+        graph.observers.pop(obs.name, None)
         changed = True
     return changed
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from needle_qc.quantize import QConfig, choose_qparams
-from needle_qc.quantize.annotate import observers_of
 from needle_qc.quantize.api import calibrate, convert, quantize_pass
 from tests.needle_qc.quantize.qpass_models import batches, mlp
 
@@ -101,16 +100,16 @@ def test_calibrating_twice_accumulates():
     prepared = quantize_pass(mlp(), STATIC)
     calibrate(prepared, batches((6, 4), count=2), progress=False)
     calibrate(prepared, batches((6, 4), count=3, seed=5), progress=False)
-    assert observers_of(prepared)["x_obs"].n_updates == 5
+    assert prepared.observers["x_obs"].n_updates == 5
 
 
 def test_stages_copy_the_observers():
     prepared = quantize_pass(mlp(), STATIC)
     calibrate(prepared, batches((6, 4), count=2), progress=False)
     qdq = convert(prepared)
-    assert not qdq.find("observer") and observers_of(qdq) == {}
-    assert sorted(observers_of(prepared)) == ["fc1_obs", "fc2_obs", "x_obs"]
-    assert observers_of(prepared)["x_obs"].n_updates == 2
+    assert not qdq.find("observer") and qdq.observers == {}
+    assert sorted(prepared.observers) == ["fc1_obs", "fc2_obs", "x_obs"]
+    assert prepared.observers["x_obs"].n_updates == 2
 
 
 # ----------------------------------------------------------------------------- issue 14

@@ -40,7 +40,8 @@ CONV_INT = "\n".join([
     '%conv2.weight_scale = param() {tensor="conv2.weight_scale"} : f32[4]',
     '%conv2.bias_q = param() {tensor="conv2.bias_q"} : i32[4]',
     '%conv2 = qconv2d(%conv1, %conv2.weight_q, %conv2.weight_scale, %conv2.bias_q)'
-    ' {stride=2, padding=1, dtype="uint8", activation="relu"} : u8[N,4,3,3]{s=0.0035107650328427553, z=0}',
+    ' {stride=2, padding=1, dtype="uint8", activation="relu"}'
+    ' : u8[N,4,3,3]{s=0.0035107650328427553, z=0}',
     '%flatten = reshape(%conv2) {shape=(N, 36)} : u8[N,36]{s=0.0035107650328427553, z=0}',
     '%fc.weight_q = param() {tensor="fc.weight_q"} : i8[36,3]',
     '%fc.weight_scale = param() {tensor="fc.weight_scale"} : f32[3]',
