@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.needle_qc.frontend.course_env import FIXTURES, TREES, run_student
+from tests.needle_qc.frontend.course_env import FIXTURES, run_student, tree_root
 
 IDIOMS = """
 import warnings
@@ -216,7 +216,7 @@ def test_compiled_programs_never_touch_the_students_backend(backend):
 
 
 def _fixture_backend():
-    path = os.path.join(TREES["pkg"][0], "python", "needle", "backend_ndarray",
+    path = os.path.join(tree_root("pkg"), "python", "needle", "backend_ndarray",
                         "ndarray_backend_numpy.py")
     spec = importlib.util.spec_from_file_location("_course_backend_probe", path)
     module = importlib.util.module_from_spec(spec)

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from tests.needle_qc.frontend.course_env import TREES, run_student
+from tests.needle_qc.frontend.course_env import PYTHON_DIR, TREES, run_student, tree_root
 
 CODE = """
 import needle, needle.nn, needle.ops
@@ -14,13 +14,11 @@ print('RESULT:' + json.dumps({"needle": needle.__file__, "nn": needle.nn.__file_
 """
 
 
-@pytest.mark.parametrize("tree", ["pkg", "2022"])
+@pytest.mark.parametrize("tree", TREES)
 @pytest.mark.parametrize("backend", ["nd", "np"])
 def test_import_needle_is_the_students(tree, backend):
-    if not os.path.isdir(TREES[tree][0]):
-        pytest.skip(f"fixture tree {tree} not present")
     got = run_student(tree, CODE, backend)
-    root = os.path.realpath(TREES[tree][0])
+    root = os.path.realpath(tree_root(tree))
     for key in ("needle", "nn", "ops"):
         assert os.path.realpath(got[key]).startswith(root + os.sep), (key, got[key])
     assert got["has_bool"] is False
@@ -73,7 +71,7 @@ def test_a_wheel_style_needle_yields_too(tmp_path):
     site = tmp_path / "site"
     shutil.copytree(os.path.dirname(needle.__file__), site / "needle",
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    root, python = TREES["pkg"]
+    root, python = tree_root("pkg"), PYTHON_DIR
     env = dict(os.environ, PYTHONPATH=str(site),
                SKBUILD_EDITABLE_SKIP=os.pathsep.join(_editable_build_dirs()))
     env.pop("NEEDLE_QC_BUNDLED_NEEDLE", None)
@@ -97,7 +95,7 @@ def test_importing_needle_qc_first_does_not_pin_the_bundled_needle():
     import subprocess
     import sys
 
-    root, python = TREES["pkg"]
+    root, python = tree_root("pkg"), PYTHON_DIR
     code = ("import sys, needle_qc; assert 'needle' not in sys.modules; "
             f"sys.path.append({python!r}); import needle; print(needle.__file__)")
     env = dict(os.environ)
