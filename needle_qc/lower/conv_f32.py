@@ -3,10 +3,23 @@ same kernel as a GEMM with a pre-packed weight (a 1x1 convolution)."""
 
 import numpy as np
 
+from needle_qc.frontend.compute import bundled_cpu_module, zero_copy
 from needle_qc.lower.common import _kernels
 from needle_qc.opset.activations import apply_to_array
 
 DIRECT_CONV_F32 = "fp32 direct conv (C++, NHWC, AVX2 FMA)"
+
+
+def in_backend_memory(packed):
+    """``packed`` moved into the bundled NDArray backend's memory (a zero-copy view of it) when
+    that backend is the one in use, so its allocator counts the weights a model keeps, as it
+    does for the NDArray GEMM's; else ``packed`` as is."""
+    mod = bundled_cpu_module()
+    if mod is None or not zero_copy(mod):
+        return packed
+    owner = mod.Array(packed.size)
+    mod.from_numpy(packed, owner)
+    return mod.to_numpy(owner, (packed.size,), (1,), 0)
 
 
 def direct_conv_available():
@@ -22,7 +35,7 @@ def direct_conv_f32(w, bias, stride, padding, activation=None):
     """
     kernels = _kernels()
     k, cout = w.shape[0], w.shape[3]
-    packed = kernels.pack_conv_f32(np.ascontiguousarray(w, np.float32))
+    packed = in_backend_memory(kernels.pack_conv_f32(np.ascontiguousarray(w, np.float32)))
     bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
     relu = activation == "relu"
 
@@ -41,13 +54,10 @@ as the direct kernel does: same bits for more than 4 rows (its 1-4 row path sums
 order, the direct kernel's rows do not depend on the batch)."""
 
 
-def direct_gemm_f32(w2d, mod=None):
+def direct_gemm_f32(w2d):
     """``fn(a2d) -> a2d @ w2d`` on the direct conv kernel (weight packed once, numpy in and
     out: no copies into the NDArray backend), or None when the kernel is not built or its
     panels would pad ``w2d``'s columns (the packed weight must cost what the weight costs).
-
-    With ``mod`` (the NDArray backend, zero-copy), the packed weight lives in its memory, so
-    its allocator counts what the model keeps.
     """
     if not direct_conv_available():
         return None
@@ -56,10 +66,7 @@ def direct_gemm_f32(w2d, mod=None):
     packed = kernels.pack_conv_f32(np.ascontiguousarray(w2d, np.float32).reshape(1, 1, k, n))
     if packed.size != k * n:
         return None
-    if mod is not None:
-        owner = mod.Array(packed.size)
-        mod.from_numpy(packed, owner)
-        packed = mod.to_numpy(owner, (packed.size,), (1,), 0)
+    packed = in_backend_memory(packed)
 
     def run(a2d):
         m = a2d.shape[0]

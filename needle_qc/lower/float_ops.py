@@ -37,7 +37,7 @@ class F32Matmul:
             self.w = w2d  # numpy fallback when the C++ backend is not built
             return
         if self.k <= DIRECT_GEMM_MAX_K:
-            self.direct = direct_gemm_f32(w2d, self.mod if zero_copy(self.mod) else None)
+            self.direct = direct_gemm_f32(w2d)
         if self.direct is not None:  # the packed weight is the only copy kept
             self.w, self.nbytes = None, self.direct.nbytes
             return
