@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from needle_qc.quantize.algorithms.gptq import unfold_nchw
+from needle_qc.quantize.annotate import is_weight_layer
 from needle_qc.quantize.observers import MinMaxObserver
 
 KIND = "layer_input_stats"
-LAYER_OPS = ("linear", "conv2d")
 MAX_ROWS = 16384
 """Rows unfolded at a time (bounds the float64 im2col buffer of a conv batch to ~K x 128 KiB)."""
 
@@ -169,7 +169,7 @@ def take_input_moments(graph) -> dict:
     per_layer = {}
     for node in [n for n in graph.nodes if is_stats_node(graph, n)]:
         stats = observers[node.name]
-        for layer in [u for u in node.users if u.op in LAYER_OPS and u.inputs[0] is node]:
+        for layer in [u for u in node.users if is_weight_layer(u) and u.inputs[0] is node]:
             moments = stats.frozen.get(layer.name) or stats.moments.get(geometry_of(layer))
             if moments is None or stats.n_updates == 0:
                 raise ValueError(f"convert: layer input statistics %{node.name} saw no "

@@ -14,10 +14,9 @@ activations). Activations are not fake-quantized during training (the kernels we
 
 import numpy as np
 
+from needle_qc.opset import traits
+from needle_qc.quantize.annotate import is_weight_layer
 from needle_qc.quantize.qconfig import QConfig
-
-LAYER_OPS = {"linear": 0, "conv2d": 2}
-"""Weight layers and the reduction axis of their weight."""
 
 
 def _needle():
@@ -70,9 +69,9 @@ def _interpreter_class():
             return p if p is not None else super().param(key)
 
         def call_op(self, node, inputs):
-            cfg = node_config(node) if node.op in LAYER_OPS else None
+            cfg = node_config(node) if is_weight_layer(node) else None
             if cfg is not None and cfg.weight not in (None, "fp16", "bf16"):
-                op = self.module.fake_quant(cfg, LAYER_OPS[node.op], inputs[1].device)
+                op = self.module.fake_quant(cfg, traits(node.op).reduction_axis, inputs[1].device)
                 inputs = [inputs[0], op(inputs[1]), *inputs[2:]]
             return super().call_op(node, inputs)
 

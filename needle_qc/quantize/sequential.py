@@ -13,9 +13,8 @@ unrolled LSTM) are skipped (their layers pool their moments).
 """
 import numpy as np
 
-from needle_qc.quantize.annotate import new_param, node_config, param_array
+from needle_qc.quantize.annotate import is_weight_layer, new_param, node_config, param_array
 from needle_qc.quantize.layer_stats import (
-    LAYER_OPS,
     LayerInputStats,
     geometry_of,
     is_stats_node,
@@ -29,7 +28,7 @@ def sequential_layers(graph):
     """The layers to round sequentially, in graph order."""
     out = []
     for node in graph.nodes:
-        if node.op not in LAYER_OPS or not is_stats_node(graph, node.inputs[0]):
+        if not is_weight_layer(node) or not is_stats_node(graph, node.inputs[0]):
             continue
         cfg = node_config(node)
         if cfg is not None and cfg.gptq_sequential and len(node.inputs[1].users) == 1:

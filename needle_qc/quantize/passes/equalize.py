@@ -14,13 +14,11 @@ import numpy as np
 
 from needle_qc.passes import register_pass
 from needle_qc.quantize.algorithms.bias_correction import equalize_chain
-from needle_qc.quantize.annotate import new_param, node_config, param_array
-
-LAYER_OPS = ("linear", "conv2d")
+from needle_qc.quantize.annotate import is_weight_layer, new_param, node_config, param_array
 
 
 def _eligible(layer):
-    if layer.op not in LAYER_OPS or len(layer.inputs) < 2:
+    if not is_weight_layer(layer) or len(layer.inputs) < 2:
         return False
     cfg = node_config(layer)
     params = layer.inputs[1:]

@@ -11,9 +11,8 @@ by ``convert``. Mutates the graph in place; running it twice adds nothing.
 """
 
 from needle_qc.passes import register_pass
-from needle_qc.quantize.annotate import node_config
+from needle_qc.quantize.annotate import is_weight_layer, node_config
 from needle_qc.quantize.layer_stats import (
-    LAYER_OPS,
     LayerInputStats,
     geometry_of,
     is_stats_node,
@@ -40,7 +39,7 @@ def insert_layer_stats(graph):
     made = {}
     changed = False
     for layer in list(graph.nodes):
-        cfg = node_config(layer) if layer.op in LAYER_OPS else None
+        cfg = node_config(layer) if is_weight_layer(layer) else None
         if not needs_input_stats(cfg):
             continue
         value = layer.inputs[0]
