@@ -17,10 +17,6 @@ import numpy as np
 from needle_qc import frontend, opset
 from needle_qc.errors import IRError
 
-MODULE_OPS = frozenset({"linear", "conv2d", "batch_norm", "layer_norm", "embedding",
-                        "multi_head_attention"})
-"""Ops evaluated by rebuilding the framework's own layer class (``opset.highlevel``)."""
-
 
 class Interpreter:
     """Evaluates a graph node by node; subclass and override a method to observe or change it.
@@ -115,7 +111,8 @@ class Interpreter:
             raise IRError(f"%{node.name}: op {node.op} has no evaluation rule")
         attrs = self._resolved_attrs(node, opdef)
         fw = self.framework
-        if node.op not in MODULE_OPS or fw.bundled or fw.is_own:
+        # ops standing for a layer class are evaluated by rebuilding the framework's own class
+        if opdef.traits.module_class is None or fw.bundled or fw.is_own:
             return opdef.evaluate(inputs, attrs, self)
         try:
             # the user's own layer class, rebuilt from the course field names: same bits

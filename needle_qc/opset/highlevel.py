@@ -234,13 +234,13 @@ _row("linear", (2, 3), {"activation": "str?"}, linear_rule,
      "x @ w + b (Needle nn.Linear). Optional activation='relu' applies ReLU after.",
      _with_activation(_eval_linear),
      traits=Traits(kind="layer", quantizable="weight", weight_input=1, out_axis=1,
-                   reduction_axis=0, module_type="Linear"))
+                   reduction_axis=0, module_type="Linear", module_class="Linear"))
 _row("conv2d", (2, 3), {"stride": "int", "padding": "int", "activation": "str?"}, conv2d_rule,
      "NCHW convolution with (K,K,Cin,Cout) weight and (Cout,) bias (Needle nn.Conv). "
      "Optional activation='relu' applies ReLU after.",
      _with_activation(_eval_conv2d), stride=1, padding=0,
      traits=Traits(kind="layer", quantizable="weight", weight_input=1, out_axis=3,
-                   reduction_axis=2, module_type="Conv"))
+                   reduction_axis=2, module_type="Conv", module_class="Conv"))
 _row("activation", 1, {"name": "str"}, unary_rule,
      "A fused activation applied on its own (needle_qc.opset.activations), e.g. split off a "
      "weight-only layer.", lambda inputs, attrs, ctx: apply_to_tensor(
@@ -251,15 +251,15 @@ _row("add_relu", 2, {}, _elementwise_rule("add_relu"),
      traits=Traits(quantizable="activations", module_type="add"))
 _row("batch_norm", 5, {"eps": "float", "dims": "int"}, batch_norm_rule,
      "Eval-mode batch norm (x, weight, bias, running_mean, running_var); dims 1 or 2.",
-     _eval_batch_norm, eps=1e-5, dims=2)
+     _eval_batch_norm, eps=1e-5, dims=2, traits=Traits(module_class="BatchNorm"))
 _row("layer_norm", 3, {"eps": "float"}, layer_norm_rule,
      "Layer norm over the last dim (x, weight, bias) (Needle nn.LayerNorm1d).",
-     _eval_layer_norm, eps=1e-5)
+     _eval_layer_norm, eps=1e-5, traits=Traits(module_class="LayerNorm1d"))
 _row("embedding", 2, {}, embedding_rule, "Row lookup of ids in a (num, dim) table.",
-     _eval_embedding)
+     _eval_embedding, traits=Traits(module_class="Embedding"))
 _row("multi_head_attention", 3, {"causal": "bool"}, attention_rule,
      "softmax(q k^T / sqrt(D) [+ causal mask]) v -> (result, probs) (Needle MultiHeadAttention).",
-     _eval_attention, causal=False)
+     _eval_attention, causal=False, traits=Traits(module_class="MultiHeadAttention"))
 _row("reshape", 1, {"shape": "shape"}, reshape_rule,
      "Reshape; shape may hold N, k*N and one -1.", _eval_reshape,
      traits=Traits(shares_qparams=True, needle_class="Reshape"))

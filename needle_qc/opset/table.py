@@ -174,6 +174,9 @@ class Traits:
         The ``QConfig.module_types`` key a node of this op is configured by.
     needle_class : str or None
         The Needle op class a traced call of this op comes from (``EWiseAdd``).
+    module_class : str or None
+        The Needle ``nn`` layer class a high-level op stands for (``Linear``): the interpreter
+        rebuilds it on a user's framework so their own layer code computes it.
     """
 
     kind: str = "compute"
@@ -186,6 +189,7 @@ class Traits:
     reduction_axis: Any = None
     module_type: Any = None
     needle_class: Any = None
+    module_class: Any = None
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -13,6 +13,7 @@ unrolled LSTM) are skipped (their layers pool their moments).
 """
 import numpy as np
 
+from needle_qc.opset import traits
 from needle_qc.quantize.annotate import is_weight_layer, new_param, node_config, param_array
 from needle_qc.quantize.layer_stats import (
     LayerInputStats,
@@ -20,8 +21,6 @@ from needle_qc.quantize.layer_stats import (
     is_stats_node,
 )
 from needle_qc.quantize.rounding import round_weight
-
-REDUCTION_AXIS = {"linear": 0, "conv2d": 2}
 
 
 def sequential_layers(graph):
@@ -49,7 +48,7 @@ def _round_in_place(graph, layer, moments):
     cfg = node_config(layer)
     w_node = layer.inputs[1]
     gran = cfg.resolved_weight_granularity
-    axis = REDUCTION_AXIS[layer.op] if gran == "per_group" else None
+    axis = traits(layer.op).reduction_axis if gran == "per_group" else None
     qw = round_weight(param_array(w_node).astype(np.float32), cfg, gran, axis, moments,
                       layer.name)
     tmp = new_param(graph, layer, f"{w_node.name}_sequential", qw.dequantize(),
