@@ -18,13 +18,35 @@ import warnings
 import numpy as np
 
 from needle_qc import opset
+from needle_qc.capture.tracer import trace
 from needle_qc.lower.driver import lower, tune
 from needle_qc.opset import traits
-from needle_qc.quantize.api import calibrate, convert, to_integer
+from needle_qc.quantize.api import calibrate, convert, quantize_pass, to_integer
+from needle_qc.quantize.qconfig import QConfig
 from needle_qc.runtime.compiled import CompiledModel, TuningRecord
 
 STAGES = ("float", "observed", "qdq", "int8")
 DEFAULT_EXAMPLE_BATCH = 32
+
+
+def prepare(model, cfg, *example_inputs, batch_dims=0, framework=None):
+    """One call from a model to its observed graph (torch.ao's ``prepare_fx`` habit):
+    ``trace(model, *example_inputs)`` then ``quantize_pass(graph, cfg)``.
+
+    ``cfg`` is a :class:`~needle_qc.quantize.QConfig` or a scheme name for
+    ``QConfig.preset`` (``"int8-static"``, ``"int4-g32"``, ...). Calibrate the result with
+    :func:`~needle_qc.quantize.api.calibrate` (or pass ``calibration=`` to :func:`compile`).
+
+    >>> prepared = qc.prepare(model, "int8-static", x)       # doctest: +SKIP
+    >>> cm = qc.compile(prepared, calibration=batches)      # doctest: +SKIP
+    """
+    if isinstance(cfg, str):
+        cfg = QConfig.preset(cfg)
+    if not isinstance(cfg, QConfig):
+        raise TypeError(f"prepare: cfg must be a QConfig or a scheme name, got "
+                        f"{type(cfg).__name__}")
+    graph = trace(model, *example_inputs, batch_dims=batch_dims, framework=framework)
+    return quantize_pass(graph, cfg)
 
 
 def stage_of(graph):
