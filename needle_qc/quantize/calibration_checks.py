@@ -68,17 +68,48 @@ def _largest_abs(batch):
     return out
 
 
+def _depends_on_inputs(node):
+    """True if ``node``'s value is computed from a graph input (not from constants alone)."""
+    seen, todo = set(), [node]
+    while todo:
+        current = todo.pop()
+        if current.op == "placeholder":
+            return True
+        if current.name not in seen:
+            seen.add(current.name)
+            todo.extend(current.inputs)
+    return False
+
+
+def _is_zero_fill(node):
+    while node.op == "observer":  # observers (of any kind) are the identity
+        node = node.inputs[0]
+    return node.op == "full" and node.attrs.get("value") == 0
+
+
+def _constant_by_construction(node):
+    """The graph fixes ``node``'s value whatever the inputs: it depends on none, or it is a
+    product with a zero fill (an LSTM's ``f * c0`` on the first step)."""
+    if not _depends_on_inputs(node):
+        return True
+    return node.op == "mul" and any(_is_zero_fill(i) for i in node.inputs)
+
+
 def warn_bad_ranges(graph, report):
     """A :class:`CalibrationWarning` per observer whose range is constant or outlier-set."""
     for name, summary in report.observers.items():
-        layer = graph.node(name).inputs[0].name
+        source = graph.node(name).inputs[0]
+        layer = source.name
         lo, hi = summary.range
         if lo == hi:
-            warnings.warn(f"calibrate: observer %{name} (values of %{layer}) saw only the "
-                          f"constant {lo:g} over {summary.n_updates} batch(es): every value "
-                          "quantizes to one level. Calibrate on representative data, or keep "
-                          f"the layer of %{layer} float (QConfig module_paths={{path: None}}).",
-                          CalibrationWarning, stacklevel=3)
+            # a value constant by construction (a zero initial state, or a product with it)
+            # is held exactly by one level: only data-dependent constants are worth a warning
+            if not _constant_by_construction(source):
+                warnings.warn(f"calibrate: observer %{name} (values of %{layer}) saw only the "
+                              f"constant {lo:g} over {summary.n_updates} batch(es): every value "
+                              "quantizes to one level. Calibrate on representative data, or "
+                              f"keep the layer of %{layer} float (QConfig module_paths="
+                              "{path: None}).", CalibrationWarning, stacklevel=3)
             continue
         ratio = graph.observers[name].outlier_ratio()
         if ratio > OUTLIER_RATIO:

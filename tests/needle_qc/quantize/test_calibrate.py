@@ -145,6 +145,23 @@ def test_constant_activations_warn_naming_the_observer():
         calibrate(prepared, [np.zeros((3, 4), np.float32)] * 2, progress=False)
 
 
+def test_a_graph_constant_such_as_a_zero_initial_state_does_not_warn():
+    """An LSTM's zero initial state is constant by construction: one level holds it exactly."""
+    import warnings
+
+    import needle_qc as qc
+    from needle_qc.quantize.calibration_checks import CalibrationWarning
+
+    model = qc.zoo.load_pretrained("lstm_lm")
+    graph = qc.trace(model, qc.zoo.example_input("lstm_lm", 4), batch_dims=1)
+    prepared = quantize_pass(graph, STATIC)
+    assert any(n.op == "full" for n in prepared.nodes)  # the zero state is observed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)
+        calibrate(prepared, [qc.zoo.example_input("lstm_lm", 4, seed=s) for s in (1, 2)],
+                  progress=False)
+
+
 def test_one_huge_outlier_warns_and_names_the_fix():
     from needle_qc.quantize.calibration_checks import CalibrationWarning
 
