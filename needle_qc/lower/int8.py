@@ -318,7 +318,7 @@ def _qconv_float(node, layer, scale_w, s_x, z_x, inputs):
         return out(conv(dq(x)))
 
     weights = [_weight_record(node, "float32", w.size, mm.nbytes, 0)]
-    return Impl("fp32 im2col gemm (ndl.cpu) + dequantize/quantize", "float version", fn,
+    return Impl("fp32 conv (NHWC) + dequantize/quantize", "float version", fn,
                 inputs, "nhwc", weights, "float")
 
 
@@ -395,6 +395,6 @@ def build_conv2d_dynamic(ctx, node):
     _on_target(ctx, impl)
     w_f = _dequant_weight(w, scale_w)
     conv, mm = _conv_f32_nhwc(w_f, bias_f, stride, pad)
-    alt = Impl("fp32 im2col gemm (ndl.cpu, NHWC)", "float version", conv, inputs, "nhwc",
+    alt = Impl("fp32 conv (NHWC)", "float version", conv, inputs, "nhwc",
                [_weight_record(node, "float32", w.size, mm.nbytes, 0)], "float")
     return impl, alt

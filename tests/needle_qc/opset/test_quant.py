@@ -67,7 +67,8 @@ def test_qlinear_is_qlinear_ref(relu, per_channel):
     qw = quantize_weight(floats(16, 6), "int8", "per_channel" if per_channel else "per_tensor")
     bias = RNG.integers(-500, 500, 6).astype(np.int32)
     params = [g.param("w", qw.q), g.param("s", qw.scale), g.param("b", bias)]
-    y = qp(g.call("qlinear", [x, *params], {"dtype": "int8", **({"activation": "relu"} if relu else {})}), 0.04, -5)
+    act = {"activation": "relu"} if relu else {}
+    y = qp(g.call("qlinear", [x, *params], {"dtype": "int8", **act}), 0.04, -5)
     g.output(y)
     xin = floats(7, 16)
     xq = quantize_linear(xin, np.float32(0.05), np.uint8(128))
@@ -130,7 +131,8 @@ def test_qadd_is_the_qdq_add(relu):
     g = Graph()
     a = quantized_input(g, "a", (9,), s=0.03, z=120)
     b = quantized_input(g, "b", (9,), s=0.011, z=-4, dtype="int8")
-    g.output(qp(g.call("qadd", [a, b], {"dtype": "uint8", **({"activation": "relu"} if relu else {})}), 0.04, 90))
+    act = {"activation": "relu"} if relu else {}
+    g.output(qp(g.call("qadd", [a, b], {"dtype": "uint8", **act}), 0.04, 90))
     ain, bin_ = floats(5, 9), floats(5, 9, scale=1.0)
     aq = quantize_linear(ain, np.float32(0.03), np.uint8(120))
     bq = quantize_linear(bin_, np.float32(0.011), np.int8(-4))
