@@ -159,18 +159,26 @@ def _bound(fn, args):
 
 def bind_inputs(program, inputs):
     """The starting value table: checked, converted inputs plus the batch size in ``state``."""
+    env = dict(program.constants)
+    env.update(zip([name for name, _, _ in program.inputs], checked_inputs(program, inputs)))
+    return env
+
+
+def checked_inputs(program, inputs):
+    """``inputs`` checked against the program's (count, rank, fixed dims, one batch size) and
+    converted to the storage dtypes; sets ``program.state["batch"]``."""
     if len(inputs) != len(program.inputs):
         names = ", ".join(f"%{n}" for n, _, _ in program.inputs)
         raise ValueError(f"the model takes {len(program.inputs)} inputs ({names}), "
                          f"got {len(inputs)}")
-    env = dict(program.constants)
+    arrays = []
     batch = None
     for (name, dtype, shape), value in zip(program.inputs, inputs):
         array = np.ascontiguousarray(value, dtype=_storage(dtype))
         batch = _check_input(name, shape, array.shape, batch)
-        env[name] = array
+        arrays.append(array)
     program.state["batch"] = batch
-    return env
+    return arrays
 
 
 def _storage(dtype):

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from needle_qc.lower.driver import bind_inputs
+from needle_qc.lower.driver import bind_inputs, checked_inputs
+from needle_qc.runtime.codegen import straight_line
 from needle_qc.runtime.memory import MemoryReport, runtime_report  # noqa: F401  (API)
 
 
@@ -41,15 +42,22 @@ class CompiledModel:
         self.tuning = tuning
         self.saturation = None  # {node: SaturationCount} while counting is enabled
         self._frees = program.frees()
-        # the loop's work per step, resolved once (choices are fixed once compiled): the fast
-        # path below does one tuple unpack per step instead of attribute lookups
+        # the loop's work per step, resolved once (choices are fixed once compiled), then
+        # unrolled into one generated function: no per-step interpreter work at run time
         self._plan = [(step.active.fn, tuple(step.active.inputs), step.output, tuple(frees))
                       for step, frees in zip(program.steps, self._frees)]
+        self._run = straight_line(self._plan, [name for name, _, _ in program.inputs],
+                                  program.constants, program.outputs)
 
     @property
     def graph(self):
         """The graph that was lowered (the stage graph)."""
         return self.program.graph
+
+    @property
+    def code(self):
+        """The Python source of the generated run function (what ``cm(x)`` executes)."""
+        return self._run.source
 
     @property
     def target(self):
@@ -73,13 +81,18 @@ class CompiledModel:
         return _unflatten(self.program.structure, flat)
 
     def run_arrays(self, *arrays):
-        """The outputs as a flat list of numpy arrays (the runtime loop)."""
-        program = self.program
-        env = bind_inputs(program, arrays)
-        if self.saturation is not None:  # debug mode only: the fast loop below is unchanged
+        """The outputs as a flat list of numpy arrays (the generated straight-line run)."""
+        if self.saturation is not None:  # debug mode only: the fast path below is unchanged
             from needle_qc.runtime.saturation import run_counting
 
-            return run_counting(self, env)
+            return run_counting(self, bind_inputs(self.program, arrays))
+        return self._run(*checked_inputs(self.program, arrays))
+
+    def run_loop(self, *arrays):
+        """The same as :meth:`run_arrays` through the interpreter loop over the step list (the
+        debug path the generated function unrolls; tests check both agree bit for bit)."""
+        program = self.program
+        env = bind_inputs(program, arrays)
         for fn, inputs, output, frees in self._plan:
             env[output] = fn(*[env[name] for name in inputs])
             for name in frees:
