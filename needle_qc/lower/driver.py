@@ -167,15 +167,19 @@ def bind_inputs(program, inputs):
 def checked_inputs(program, inputs):
     """``inputs`` checked against the program's (count, rank, fixed dims, one batch size) and
     converted to the storage dtypes; sets ``program.state["batch"]``."""
-    if len(inputs) != len(program.inputs):
-        names = ", ".join(f"%{n}" for n, _, _ in program.inputs)
-        raise ValueError(f"the model takes {len(program.inputs)} inputs ({names}), "
-                         f"got {len(inputs)}")
+    specs = program.state.get("input_specs")
+    if specs is None:  # parsed once: the dim specs do not change after lowering
+        specs = program.state["input_specs"] = [
+            (name, _storage(dtype), shape, [opset.dim_parts(d) for d in shape])
+            for name, dtype, shape in program.inputs]
+    if len(inputs) != len(specs):
+        names = ", ".join(f"%{n}" for n, _, _, _ in specs)
+        raise ValueError(f"the model takes {len(specs)} inputs ({names}), got {len(inputs)}")
     arrays = []
     batch = None
-    for (name, dtype, shape), value in zip(program.inputs, inputs):
-        array = np.ascontiguousarray(value, dtype=_storage(dtype))
-        batch = _check_input(name, shape, array.shape, batch)
+    for (name, dtype, shape, parts), value in zip(specs, inputs):
+        array = np.ascontiguousarray(value, dtype=dtype)
+        batch = _check_input(name, shape, parts, array.shape, batch)
         arrays.append(array)
     program.state["batch"] = batch
     return arrays
@@ -185,18 +189,18 @@ def _storage(dtype):
     return np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
 
 
-def _check_input(name, want, got, batch):
+def _check_input(name, want, parts, got, batch):
     if len(want) != len(got):
         raise ValueError(f"input %{name}: shape {tuple(got)} has rank {len(got)}; expected "
                          f"{len(want)} dims {tuple(want)}")
-    for dim, size in zip(want, got):
-        k, p = opset.dim_parts(dim)
-        if not p and size != k:
-            raise ValueError(f"input %{name}: shape {tuple(got)}; expected {tuple(want)} "
-                             f"(dim {size} should be {k})")
-        if p:
-            if size % k or (batch is not None and size // k != batch):
-                raise ValueError(f"input %{name}: shape {tuple(got)}; batch dim {size} does "
-                                 f"not fit {dim} with batch {batch}")
+    for dim, (k, p), size in zip(want, parts, got):
+        if not p:
+            if size != k:
+                raise ValueError(f"input %{name}: shape {tuple(got)}; expected {tuple(want)} "
+                                 f"(dim {size} should be {k})")
+        elif size % k or (batch is not None and size // k != batch):
+            raise ValueError(f"input %{name}: shape {tuple(got)}; batch dim {size} does "
+                             f"not fit {dim} with batch {batch}")
+        else:
             batch = size // k
     return batch

@@ -68,6 +68,8 @@ class CompiledModel:
     def __call__(self, *inputs):
         """Run on Needle Tensors or numpy arrays (any batch size); returns the same kind,
         nested as the model returned its outputs."""
+        if all(type(x) is np.ndarray for x in inputs):  # the common case: no Tensor to unwrap
+            return _unflatten(self.program.structure, self.run_arrays(*inputs))
         from needle_qc.frontend import framework_of_value
 
         frameworks = [framework_of_value(x) for x in inputs]
