@@ -9,6 +9,7 @@ void bind_weight_only(py::module_& m);
 void bind_weight_int8(py::module_& m);
 void bind_naive(py::module_& m);
 void bind_float_layers(py::module_& m);
+void bind_layout(py::module_& m);
 void bind_naive_float_layers(py::module_& m);
 }  // namespace needle_qc
 
@@ -21,5 +22,6 @@ PYBIND11_MODULE(_quant_cpu, m) {
   needle_qc::bind_weight_int8(m);
   needle_qc::bind_naive(m);
   needle_qc::bind_float_layers(m);
+  needle_qc::bind_layout(m);
   needle_qc::bind_naive_float_layers(m);
 }

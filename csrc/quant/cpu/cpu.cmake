@@ -13,6 +13,9 @@ set(QUANT_AVX2_SOURCES cpu/ukernel_avx2.cc cpu/quantize_avx2.cc cpu/weight_only_
   cpu/conv_f32_avx2.cc)
 set(QUANT_AVX512_SOURCES cpu/ukernel_avx512vnni.cc cpu/quantize_avx512.cc
   cpu/output_stage_avx512.cc)
+# NCHW <-> NHWC copies at layout boundaries
+list(APPEND QUANT_BIND_SOURCES bind/cpu_layout.cc)
+list(APPEND QUANT_PORTABLE_SOURCES cpu/layout.cc)
 list(TRANSFORM QUANT_BIND_SOURCES PREPEND ${QUANT_DIR}/)
 list(TRANSFORM QUANT_PORTABLE_SOURCES PREPEND ${QUANT_DIR}/)
 list(TRANSFORM QUANT_AVX2_SOURCES PREPEND ${QUANT_DIR}/)
