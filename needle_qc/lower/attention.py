@@ -1,11 +1,13 @@
-"""``multi_head_attention`` on the kernels Needle's own MultiHeadAttention reaches (batched GEMM,
-vector exp, pairwise row sums of the C++ NDArray backend), called directly: its numbers bit for
-bit, without building an autograd graph of ~15 Tensors per call."""
+"""``multi_head_attention`` with the numbers of Needle's own MultiHeadAttention, bit for bit: one
+fused C++ call (:mod:`needle_qc._quant_cpu`'s ``attention_f32``) where it reproduces the NDArray
+backend, else the backend's own kernels (batched GEMM, vector exp, pairwise row sums) called one
+by one, without building an autograd graph of ~15 Tensors per call."""
 
 import math
 
 import numpy as np
 
+from needle_qc.lower.common import _kernels
 from needle_qc.lower.float_ops import _ndl_module
 from needle_qc.lower.program import Impl
 from needle_qc.lower.registry import builder
@@ -69,13 +71,50 @@ def attention_f32(backend, q, k, v, causal):
     return result.reshape(b, h, tq, d), probs.reshape(b, h, tq, tk)
 
 
+FUSED = "attention (C++ fused, Needle's bits)", "one call in Needle's operation order"
+UNFUSED = "attention (NDArray kernels)", "Needle's kernels without its autograd graph"
+
+
+def fused_attention_f32(causal, backend, dims=None):
+    """``(run(q, k, v), (kernel, why))``: the fused kernel where it gives Needle's bits for
+    these shapes, else :func:`attention_f32` on ``backend``. ``dims`` (tq, tk, d) known at build
+    time decide once (the label says which runs); None decides on each call's shapes. A call
+    whose logits or v hold a NaN goes op by op (the kernel returns None: numpy picks the NaN)."""
+    kernels = _kernels()
+
+    def unfused(q, k, v):
+        return attention_f32(backend, q, k, v, causal)
+
+    if kernels is None or not hasattr(kernels, "attention_f32"):
+        return unfused, UNFUSED
+    supported = kernels.attention_f32_supported
+
+    def fused(q, k, v):
+        out = kernels.attention_f32(q, k, v, causal)
+        return unfused(q, k, v) if out is None else out
+
+    def per_call(q, k, v):
+        ok = supported(*q.shape[:3], k.shape[2], q.shape[3])
+        return fused(q, k, v) if ok else unfused(q, k, v)
+
+    if dims is None:
+        return per_call, (FUSED[0] + " where supported", FUSED[1])
+    return (fused, FUSED) if supported(1, 1, *dims) else (unfused, UNFUSED)
+
+
+def _static_dims(node):
+    """(tq, tk, d) of the node when they are plain ints (the batch may be symbolic), else None."""
+    q, k = (i.meta.get("shape") or () for i in node.inputs[:2])
+    dims = (q[2], k[2], q[3]) if len(q) == 4 and len(k) == 4 else ()
+    return dims if dims and all(isinstance(x, int) for x in dims) else None
+
+
 @builder("multi_head_attention")
 def build_attention(ctx, node):
     mod = _ndl_module()
     if mod is None or any(ctx.const(i) is not None for i in node.inputs) or \
             node.meta.get("dtype") != ("float32", "float32"):
         return None
-    backend, causal = _Backend(mod), bool(node.attrs.get("causal", False))
-    return Impl("attention (NDArray kernels)", "Needle's kernels without its autograd graph",
-                lambda q, k, v: attention_f32(backend, q, k, v, causal),
-                [ctx.value(i, "logical") for i in node.inputs])
+    causal = bool(node.attrs.get("causal", False))
+    run, (kernel, why) = fused_attention_f32(causal, _Backend(mod), _static_dims(node))
+    return Impl(kernel, why, run, [ctx.value(i, "logical") for i in node.inputs])

@@ -6,6 +6,7 @@ from needle_qc.lower import (  # noqa: F401  (registers)
     float_ops,
     int8,
     quant_ops,
+    recurrent,
     sequence_ops,
     weight_only,
 )

@@ -58,11 +58,11 @@ def accumulator_bound(k, a_range, w_s8, zp_s8=None):
     return int(col_abs.max(initial=0)) * amax
 
 
-def _weight_record(node, dtype, count, measured, qparam_bytes):
+def _weight_record(node, dtype, count, measured, qparam_bytes, resident=""):
     bits = {"int4": 4, "uint4": 4, "int8": 8, "uint8": 8, "float16": 16, "bfloat16": 16}
     theoretical = count * bits.get(dtype, 32) / 8
     return WeightRecord(node.name, dtype, int(count), theoretical, int(measured),
-                        int(qparam_bytes))
+                        int(qparam_bytes), resident)
 
 
 def _shared_layout(ctx, node):

@@ -1,5 +1,5 @@
 """The direct NHWC fp32 convolution of :mod:`needle_qc._quant_cpu` (no im2col copy), and the
-same kernel as a GEMM with a pre-packed weight (a 1x1 convolution)."""
+packed fp32 GEMM on the same register tiles (K split as Needle's sgemm splits it)."""
 
 import numpy as np
 
@@ -48,29 +48,23 @@ def direct_conv_f32(w, bias, stride, padding, activation=None):
     return run, packed
 
 
-DIRECT_GEMM_MAX_K = 256
-"""Up to this depth the NDArray sgemm sums each output in one FMA chain (its K block is 256),
-as the direct kernel does: same bits for more than 4 rows (its 1-4 row path sums in another
-order, the direct kernel's rows do not depend on the batch)."""
-
-
 def direct_gemm_f32(w2d):
-    """``fn(a2d) -> a2d @ w2d`` on the direct conv kernel (weight packed once, numpy in and
-    out: no copies into the NDArray backend), or None when the kernel is not built or its
-    panels would pad ``w2d``'s columns (the packed weight must cost what the weight costs).
+    """``fn(a2d) -> a2d @ w2d`` on the packed fp32 GEMM (weight packed once into exactly
+    ``w2d``'s K * N floats, numpy in and out: no copies into the NDArray backend), or None when
+    the kernel is not built.
+
+    Every output sums K in blocks of 256, each one FMA chain, the blocks added in order: the
+    NDArray sgemm's bits for more than 4 rows (its 1-4 row path sums in another order; the
+    direct kernel's rows do not depend on the batch).
     """
-    if not direct_conv_available():
-        return None
     kernels = _kernels()
-    k, n = w2d.shape
-    packed = kernels.pack_conv_f32(np.ascontiguousarray(w2d, np.float32).reshape(1, 1, k, n))
-    if packed.size != k * n:
+    if kernels is None or not hasattr(kernels, "gemm_f32"):
         return None
-    packed = in_backend_memory(packed)
+    n = w2d.shape[1]
+    packed = in_backend_memory(kernels.pack_gemm_f32(np.ascontiguousarray(w2d, np.float32)))
 
     def run(a2d):
-        m = a2d.shape[0]
-        return kernels.conv2d_nhwc_f32(a2d.reshape(1, 1, m, k), packed, 1, n).reshape(m, n)
+        return kernels.gemm_f32(a2d, packed, n)
 
     run.nbytes = packed.nbytes
     return run

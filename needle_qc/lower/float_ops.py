@@ -5,12 +5,7 @@ import numpy as np
 from needle_qc import opset
 from needle_qc.frontend.compute import zero_copy
 from needle_qc.lower.common import _shared_layout, _weight_record
-from needle_qc.lower.conv_f32 import (
-    DIRECT_GEMM_MAX_K,
-    direct_conv_available,
-    direct_conv_f32,
-    direct_gemm_f32,
-)
+from needle_qc.lower.conv_f32 import direct_conv_available, direct_conv_f32, direct_gemm_f32
 from needle_qc.lower.program import Impl
 from needle_qc.lower.registry import builder, register_builder
 from needle_qc.opset.activations import apply_to_array
@@ -36,8 +31,7 @@ class F32Matmul:
         if self.mod is None:
             self.w = w2d  # numpy fallback when the C++ backend is not built
             return
-        if self.k <= DIRECT_GEMM_MAX_K:
-            self.direct = direct_gemm_f32(w2d)
+        self.direct = direct_gemm_f32(w2d)
         if self.direct is not None:  # the packed weight is the only copy kept
             self.w, self.nbytes = None, self.direct.nbytes
             return

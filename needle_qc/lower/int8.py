@@ -9,8 +9,8 @@ from needle_qc.lower.float_ops import F32Matmul, _conv_f32_nhwc, _linear_f32
 from needle_qc.lower.program import Impl
 from needle_qc.lower.registry import builder
 from needle_qc.opset.activations import apply_to_array, output_clamp
-from needle_qc.opset.quant_eval import layer_optional_inputs
-from needle_qc.quantize.qparams import qrange
+from needle_qc.opset.quant_eval import layer_optional_inputs, layer_weight_values
+from needle_qc.quantize.qparams import value_qrange
 from needle_qc.quantize.reference import requant_multiplier
 
 PAIR_LIMIT = 32767  # vpmaddubsw saturates each u8*s8 pair sum to int16
@@ -57,11 +57,19 @@ class StaticLayer:
     bias: object
     w_s8: np.ndarray
     zp_s8: np.ndarray
+    weight_dtype: str = "int8"  # as stored in the graph/file: int8, uint8, or int4 (W4A8)
 
     @property
     def params(self):
         """The param nodes a packed weight depends on (the packing cache key)."""
         return tuple(p for p in (self.w_node, self.zp_node) if p is not None)
+
+    def record(self, node, measured, qparam_bytes):
+        """The layer's WeightRecord: theory in the stored dtype (int4 for W4A8), ``measured``
+        the packed int8 buffer the kernels hold (W4A8: ``resident="int8"``)."""
+        resident = "int8" if self.weight_dtype == "int4" else ""
+        return _weight_record(node, self.weight_dtype, self.w.size, measured, qparam_bytes,
+                              resident)
 
     @property
     def kernel_zero_point(self):
@@ -76,13 +84,15 @@ def _static_layer(ctx, node):
     if any(c is None for c in consts):
         return None
     w, s_w, zp, bias = consts
+    stored = node.attrs.get("weight_dtype") or w.dtype.name
+    w = layer_weight_values(node, w, node.inputs[0].meta["shape"])  # int4: unpacked to int8
     n = w.shape[-1]
     zp = np.broadcast_to(np.asarray(zp, np.int32).reshape(-1), (n,)).copy()
     shift = 128 if w.dtype == np.uint8 else 0  # the kernels take int8 weights
     w_s8 = np.ascontiguousarray((w.astype(np.int16) - shift).astype(np.int8))
     return StaticLayer(node.inputs[0], node.inputs[1],
                        None if zp_i is None else node.inputs[zp_i], w, s_w, zp,
-                       None if bias_i is None else bias, w_s8, zp - shift)
+                       None if bias_i is None else bias, w_s8, zp - shift, stored)
 
 
 def _dequant_weight(w, scale_w, zp=None):
@@ -105,7 +115,12 @@ def _layer_check(node, bound, bias):
 
 
 def _weight_zp_note(layer):
-    """The explain() words for a weight zero point (none when it is 0 everywhere)."""
+    """The explain() words for a weight zero point (none when it is 0 everywhere), and for
+    int4 weights (W4A8) how they run on the int8 kernels."""
+    if layer.weight_dtype == "int4":  # |w| <= 7: a u8s8 pair sums to <= 255 * 14 = 3570
+        return "; int4 weights (2 per byte in the file) unpacked into the int8 panel at load " \
+            "(resident: the int8 panel); |w| <= 7, so a u8s8 pair sum is at most 255 x 14 = " \
+            "3570 << 32767: the fast path can never saturate"
     if not layer.kernel_zero_point:
         return ""
     shifted = " (u8 weight stored as int8 w - 128)" if layer.w.dtype == np.uint8 else ""
@@ -165,7 +180,7 @@ def build_qlinear(ctx, node):
     s_x, z_x = _qp(x_node)
     k, n = w.shape
     pw = _pack_linear(ctx, node, q, layer)
-    lo, hi = qrange(x_dtype)
+    lo, hi = value_qrange(x_dtype, x_node.meta.get("qparams"))  # reduce_range: 0..127
     # col_abs (hence the bound) is taken over w - z_w: the weight zero point is accounted for
     _layer_check(node, _bound(q, k, (lo - z_x, hi - z_x), pw, layer.w_s8, layer.zp_s8), bias)
     bias32 = np.zeros(n, np.int64) if bias is None else bias.astype(np.int64)
@@ -194,7 +209,8 @@ def build_qlinear(ctx, node):
         name = f"{'s8s8' if signed else 'u8s8'} gemm s32 + fp32 scale"
     else:
         s_y, z_y = _qp(node)
-        qmin, qmax = output_clamp(activation, s_y, z_y, *qrange(out_dtype))
+        qmin, qmax = output_clamp(activation, s_y, z_y,
+                                  *value_qrange(out_dtype, node.meta.get("qparams")))
         mult = _as_vector(requant_multiplier(s_x, scale_w, s_y), n)
         gemm = q.gemm_s8s8_requant if signed else q.gemm_u8s8_requant
 
@@ -206,7 +222,7 @@ def build_qlinear(ctx, node):
     why += "; zero point folded into int32 bias" if fold else "; zero point applied in kernel"
     why += _weight_zp_note(layer)
     qbytes = scale_w.nbytes + bias_used.nbytes + (mult.nbytes if out_dtype != "float32" else 0)
-    weights = [_weight_record(node, w.dtype.name, w.size, pw.nbytes, qbytes)]
+    weights = [layer.record(node, pw.nbytes, qbytes)]
     impl = Impl(name, why, fn, [ctx.value(x_node, "logical")], weights=weights, kind="int8")
     return _on_target(ctx, impl), _qlinear_float(ctx, node, layer, scale_w, s_x, z_x, impl.inputs)
 
@@ -226,7 +242,8 @@ def _requant_out(node):
     s_y, z_y = _qp(node)
     q = _kernels()
     s_arr, z_arr = np.array([s_y], np.float32), np.array([z_y], np.int32)
-    return lambda y: q.quantize_f32(np.ascontiguousarray(y), s_arr, z_arr, 0, out_dtype)
+    lo, hi = value_qrange(out_dtype, node.meta.get("qparams"))  # reduce_range: 7 bits
+    return lambda y: q.quantize_f32(np.ascontiguousarray(y), s_arr, z_arr, 0, out_dtype, lo, hi)
 
 
 def _dequant_in(s_x, z_x):
@@ -257,9 +274,49 @@ def _s8_as_u8(x):
     return np.bitwise_xor(x.view(np.uint8), np.uint8(0x80))
 
 
+@dataclass
+class _ConvKernel:
+    """The int8 conv a qconv2d runs: ``requant(x, *output args)`` / ``s32(x)`` on u8 NHWC."""
+
+    requant: object
+    s32: object
+    nbytes: int
+    name: str
+    why: str
+
+
+def _direct_conv_fits(ctx, q):
+    """The direct conv (no im2col) where it is the faster kernel: every AVX2-class CPU
+    without VNNI (with VNNI the im2col GEMM's vpdpbusd does 4x the work per instruction)."""
+    return not ctx.on_cuda and hasattr(q, "pack_conv_direct_s8") and \
+        q.kernel_info()["isa"] != "avx512vnni"
+
+
+def _conv_kernel(ctx, q, node, layer, z_k, a_max):
+    """The direct conv where it fits (the u8s8 fast path where proven), else im2col + GEMM;
+    both give the same integers. ``a_max``: the largest u8 the input can hold (its range)."""
+    stride, pad = node.attrs["stride"], node.attrs["padding"]
+    if not _direct_conv_fits(ctx, q):
+        pcw = q.pack_conv_weight_s8(layer.w_s8, layer.zp_s8)
+        return _ConvKernel(
+            lambda x, *o: q.conv2d_u8s8_requant(x, z_k, pcw, stride, pad, *o),
+            lambda x: q.conv2d_u8s8_s32(x, z_k, pcw, stride, pad), pcw.nbytes,
+            "conv2d_u8s8", "exact path (im2col + GEMM)")
+    pd = q.pack_conv_direct_s8(layer.w_s8, layer.zp_s8)
+    allow_fast, why = _fast_path(q, "uint8", pd, a_max)
+    if allow_fast and layer.kernel_zero_point:
+        allow_fast, why = False, "exact path (weight zero point)"
+    fast = {"allow_fast": True, "a_max": a_max} if allow_fast else {}
+    return _ConvKernel(
+        lambda x, *o: q.conv2d_direct_u8s8_requant(x, z_k, pd, stride, pad, *o, **fast),
+        lambda x: q.conv2d_direct_u8s8_s32(x, z_k, pd, stride, pad, **fast), pd.nbytes,
+        "conv2d_direct_u8s8", why + " (direct conv, no im2col; one int8 weight copy, which "
+        "the exact path sign-extends in registers)")
+
+
 @builder("qconv2d")
 def build_qconv2d(ctx, node):
-    """qconv2d -> conv2d_u8s8_requant on NHWC (consecutive convs stay NHWC).
+    """qconv2d -> the direct (or im2col) u8s8 conv on NHWC (consecutive convs stay NHWC).
 
     int8 activations are shifted into uint8 (+128, zero point too) before the kernel: one pass
     over the input, and Σ(x - z_x)(w - z_w) is unchanged.
@@ -275,10 +332,10 @@ def build_qconv2d(ctx, node):
     z_k = z_x + 128 if shifted else z_x  # the zero point the u8 kernel sees
     prep = _s8_as_u8 if shifted else (lambda x: x)
     kk, _, cin, cout = w.shape
-    pcw = q.pack_conv_weight_s8(layer.w_s8, layer.zp_s8)
-    _layer_check(node, _bound(q, kk * kk * cin, (-z_k, 255 - z_k), pcw.gemm_weight,
-                              layer.w_s8, layer.zp_s8), bias)
-    stride, pad = node.attrs["stride"], node.attrs["padding"]
+    _layer_check(node, accumulator_bound(kk * kk * cin, (-z_k, 255 - z_k), layer.w_s8,
+                                         layer.zp_s8), bias)
+    x_hi = value_qrange(x_node.meta["dtype"], x_node.meta.get("qparams"))[1]
+    conv = _conv_kernel(ctx, q, node, layer, z_k, x_hi + 128 if shifted else x_hi)
     out_dtype, activation = node.attrs["dtype"], node.attrs.get("activation")
     scale_w = _as_vector(s_w, cout)
     bias32 = np.zeros(cout, np.int32) if bias is None else bias.astype(np.int32)
@@ -286,23 +343,22 @@ def build_qconv2d(ctx, node):
         scale = np.multiply(np.float32(s_x), scale_w, dtype=np.float32)
 
         def fn(x):
-            acc = q.conv2d_u8s8_s32(prep(x), z_k, pcw, stride, pad) + bias32
+            acc = conv.s32(prep(x)) + bias32
             y = np.multiply(acc.astype(np.float32), scale, dtype=np.float32)
             return apply_to_array(activation, y)
-        name = "conv2d_u8s8_s32 + fp32 scale"
+        name = f"{conv.name}_s32 + fp32 scale"
     else:
         s_y, z_y = _qp(node)
-        qmin, qmax = output_clamp(activation, s_y, z_y, *qrange(out_dtype))
+        qmin, qmax = output_clamp(activation, s_y, z_y,
+                                  *value_qrange(out_dtype, node.meta.get("qparams")))
         mult = _as_vector(requant_multiplier(s_x, scale_w, s_y), cout)
 
         def fn(x):
-            return q.conv2d_u8s8_requant(prep(x), z_k, pcw, stride, pad, bias32, mult, z_y, qmin,
-                                         qmax, out_dtype)
-        name = "conv2d_u8s8_requant (NHWC)"
-    why = "exact path (conv kernel); zero point applied in kernel (padding holds z_x)" + \
+            return conv.requant(prep(x), bias32, mult, z_y, qmin, qmax, out_dtype)
+        name = f"{conv.name}_requant (NHWC)"
+    why = conv.why + "; zero point applied in kernel (padding holds z_x)" + \
         _weight_zp_note(layer) + ("; int8 input shifted to uint8 (+128)" if shifted else "")
-    weights = [_weight_record(node, w.dtype.name, w.size, pcw.nbytes,
-                              scale_w.nbytes + bias32.nbytes)]
+    weights = [layer.record(node, conv.nbytes, scale_w.nbytes + bias32.nbytes)]
     impl = Impl(name, why, fn, [ctx.value(x_node, "nhwc")], "nhwc", weights, "int8")
     return _on_target(ctx, impl), _qconv_float(node, layer, scale_w, s_x, z_x, impl.inputs)
 

@@ -15,6 +15,7 @@ class WeightRecord:
     theoretical_bytes: float
     measured_bytes: int  # the packed buffer as allocated (or the fp32 array kept)
     qparam_bytes: int = 0  # scales, zero points, biases and requant multipliers beside it
+    resident: str = ""  # dtype of the allocated buffer when not ``dtype`` (W4A8: int4 as int8)
 
 
 @dataclass

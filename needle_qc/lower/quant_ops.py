@@ -6,7 +6,7 @@ from needle_qc.lower.common import INT32_MAX, _qp, _shared_layout
 from needle_qc.lower.program import Impl
 from needle_qc.lower.registry import builder
 from needle_qc.opset.activations import output_clamp
-from needle_qc.quantize.qparams import CONTAINER, qrange
+from needle_qc.quantize.qparams import CONTAINER, qrange, value_qrange
 from needle_qc.quantize.reference import (
     dequantize_linear,
     exact_int_matmul,
@@ -45,8 +45,10 @@ def build_quantize(ctx, node):
     s_arr, z_arr = np.array([s], np.float32), np.array([z], np.int32)
     layout = ctx.layout.get(x_node.name, "logical") if ctx.const(x_node) is None else "logical"
 
-    def fn(x):
-        return q.quantize_f32(x, s_arr, z_arr, 0, out_dtype)
+    lo, hi = value_qrange(out_dtype, node.meta.get("qparams"))  # reduce_range: 7 bits
+
+    def fn(x):  # the kernel clamps to [lo, hi] in its one pass
+        return q.quantize_f32(x, s_arr, z_arr, 0, out_dtype, lo, hi)
     return Impl("quantize_f32", "kernel (ONNX QuantizeLinear)", fn,
                 [ctx.value(x_node, layout)], layout, kind="int8", device=device,
                 fallback=fallback)
@@ -74,7 +76,8 @@ def build_requantize(ctx, node):
     s_in, z_in = _qp(x_node)
     s_y, z_y = _qp(node)
     out_dtype = node.attrs["dtype"]
-    qmin, qmax = output_clamp(node.attrs.get("activation"), s_y, z_y, *qrange(out_dtype))
+    qmin, qmax = output_clamp(node.attrs.get("activation"), s_y, z_y,
+                              *value_qrange(out_dtype, node.meta.get("qparams")))
     mult = requant_multiplier(s_in, np.float32(1), s_y)
     layout = ctx.layout.get(x_node.name, "logical")
 
@@ -93,8 +96,10 @@ def build_qadd(ctx, node):
     za = np.asarray(z_a, CONTAINER[a.meta["dtype"]])
     zb = np.asarray(z_b, CONTAINER[b.meta["dtype"]])
     zy = np.asarray(z_y, CONTAINER[out_dtype])
-    lo, hi = output_clamp(node.attrs.get("activation"), s_y, z_y, *qrange(out_dtype))
-    clamped = node.attrs.get("activation") is not None
+    y_range = value_qrange(out_dtype, node.meta.get("qparams"))
+    lo, hi = output_clamp(node.attrs.get("activation"), s_y, z_y, *y_range)
+    # a fused activation or reduce_range narrows the clamp
+    clamped = node.attrs.get("activation") is not None or y_range != qrange(out_dtype)
     layout = _shared_layout(ctx, node)
     inputs = [ctx.value(a, layout), ctx.value(b, layout)]
     q = ctx.cpu_kernels
@@ -106,10 +111,9 @@ def build_qadd(ctx, node):
         qb = (np.array([s_b], np.float32), np.array([z_b], np.int32))
         qy = (np.array([s_y], np.float32), np.array([z_y], np.int32))
 
-        def fast(x, y):
+        def fast(x, y):  # the quantize kernel clamps to [lo, hi] in its one pass
             total = np.add(q.dequantize(x, *qa, 0), q.dequantize(y, *qb, 0), dtype=np.float32)
-            out = q.quantize_f32(total, *qy, 0, out_dtype)
-            return np.clip(out, lo, hi).astype(out.dtype) if clamped else out
+            return q.quantize_f32(total, *qy, 0, out_dtype, lo, hi)
         return Impl("qadd (dequantize + add + quantize_f32)", "elementwise, reference formula "
                     "on the quantize kernels", fast, inputs, layout, kind="int8")
 

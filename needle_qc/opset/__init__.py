@@ -7,7 +7,7 @@ reason about), :mod:`~needle_qc.opset.primitives` (one row per Needle primitive)
 :mod:`~needle_qc.opset.quant_eval`). Importing this package registers every row, in that order
 (the order ``all_ops()`` lists them in).
 """
-from needle_qc.opset import highlevel, primitives, quant
+from needle_qc.opset import highlevel, primitives, quant, recurrent
 from needle_qc.opset.table import (
     ATTR_TYPES,
     FLOAT_DTYPES,
@@ -39,6 +39,7 @@ __all__ = [
     "ATTR_TYPES", "FLOAT_DTYPES", "KINDS", "OpDef", "Traits", "ops_where", "traits", "all_ops",
     "check_attr", "dim_parts", "format_dim", "get_op",
     "highlevel", "is_plain", "is_symbolic", "make_dim", "normalize_shape", "primitives", "quant",
+    "recurrent",
     "register_op", "resolve_dim", "resolve_shape", "shape_size", "unary_rule",
     "unregister_op",
 ]

@@ -182,19 +182,42 @@ def _conv_layer_out(metas, attrs, op, x, bias_dtype, zero_points=False):
     return (x[0], w[3], h, wd)
 
 
+def _int4_as_int8(metas, attrs, op, k, red_axis):
+    """``metas`` with a ``weight_dtype="int4"`` weight (uint8, two values per byte along
+    ``red_axis``, no zero point) seen as the int8 values it holds; unchanged otherwise."""
+    wdt = attrs.get("weight_dtype")
+    if wdt is None:
+        return metas
+    if wdt != "int4":
+        raise IRError(f"{op}: weight_dtype={wdt!r}; valid: 'int4' (or absent: the weight's own "
+                      "u8/i8 dtype)")
+    w = list(_expect(metas, 1, op, "uint8", what=" (packed int4 weight)"))
+    if len(w) <= red_axis or w[red_axis] != (k + 1) // 2:
+        raise IRError(f"{op}: packed int4 weight {tuple(w)} needs {(k + 1) // 2} bytes on axis "
+                      f"{red_axis} for {k} inputs")
+    if len(metas) > 3 and metas[3].get("dtype") != "int32":
+        raise IRError(f"{op}: int4 weights are symmetric and take no zero point")
+    w[red_axis] = k
+    return [metas[0], {**metas[1], "shape": tuple(w), "dtype": "int8"}, *metas[2:]]
+
+
 def qlinear_rule(metas, attrs):
     """x_q [..., K] (u8/i8), w_q u8/i8 [K, N], w_scale f32 [N] or [], optional w_zp (w's dtype,
-    [N] or []), optional bias i32 [N] -> [..., N]."""
+    [N] or []), optional bias i32 [N] -> [..., N]. ``weight_dtype="int4"``: w_q is uint8
+    [ceil(K/2), N], two int4 values per byte along K (low nibble first), no zero point."""
     op = "qlinear"
     x = _activation(metas, 0, op)
+    metas = _int4_as_int8(metas, attrs, op, x[-1] if x else 0, 0)
     return _linear_out(metas, op, x, "int32", True), _dtype_attr(attrs, op, OUT_DTYPES)
 
 
 def qconv2d_rule(metas, attrs):
     """x_q NCHW (u8/i8), w_q u8/i8 [K,K,Cin,Cout], w_scale f32 [Cout] or [], optional w_zp
-    (w's dtype, [Cout] or []), optional bias i32 [Cout]."""
+    (w's dtype, [Cout] or []), optional bias i32 [Cout]. ``weight_dtype="int4"``: w_q is
+    uint8 [K,K,ceil(Cin/2),Cout], two int4 values per byte along Cin, no zero point."""
     op = "qconv2d"
     x = _activation(metas, 0, op)
+    metas = _int4_as_int8(metas, attrs, op, x[1] if len(x) > 1 else 0, 2)
     return _conv_layer_out(metas, attrs, op, x, "int32", True), \
         _dtype_attr(attrs, op, OUT_DTYPES)
 
@@ -314,8 +337,9 @@ _WEIGHT_ONLY_ATTRS = {"weight_dtype": "str", "granularity": "str", "group_size":
 _WEIGHT_ONLY_DEFAULTS = {"group_size": 0, "has_zero_point": False, "has_bias": False}
 
 ROWS = [
-    OpDef("observer", 1, {"dtype": "str", "symmetric": "bool"}, observer_rule,
-          "Identity; records calibration statistics in graph.observers[name].",
+    OpDef("observer", 1, {"dtype": "str", "symmetric": "bool", "reduce_range": "bool?"},
+          observer_rule, "Identity; records calibration statistics in graph.observers[name] "
+          "(reduce_range: 7-bit qparams).",
           qeval.eval_observer, {"dtype": "uint8", "symmetric": False},
           traits=Traits(kind="quant")),
     OpDef("quantize", 1, {"dtype": "str"}, quantize_rule,
@@ -330,12 +354,14 @@ ROWS = [
           "Move a quantized tensor to the node's own {s, z}: requantize(q - z_in, s_in / s_y).",
           qeval.eval_requantize, {"dtype": "uint8"},
           traits=Traits(kind="quant", integer=True, layout_free=True)),
-    OpDef("qlinear", (3, 5), {"dtype": "str", "activation": "str?"}, qlinear_rule,
+    OpDef("qlinear", (3, 5), {"dtype": "str", "activation": "str?", "weight_dtype": "str?"},
+          qlinear_rule,
           "Quantized linear: int32 (x - z_x) @ (w - z_w) + bias, requantized (or scaled to f32).",
           qeval.eval_qlinear, {"dtype": "uint8"},
           traits=Traits(kind="qlayer", integer=True, weight_input=1, out_axis=1, reduction_axis=0)),
     OpDef("qconv2d", (3, 5),
-          {"stride": "int", "padding": "int", "dtype": "str", "activation": "str?"},
+          {"stride": "int", "padding": "int", "dtype": "str", "activation": "str?",
+           "weight_dtype": "str?"},
           qconv2d_rule, "Quantized NCHW conv2d, (K,K,Cin,Cout) weights; output as qlinear.",
           qeval.eval_qconv2d, {"stride": 1, "padding": 0, "dtype": "uint8"},
           traits=Traits(kind="qlayer", integer=True, weight_input=1, out_axis=3, reduction_axis=2)),

@@ -14,7 +14,7 @@ from needle_qc.errors import IRError
 from needle_qc.opset.activations import apply_to_array, output_clamp
 from needle_qc.quantize._checks import _fit_int32
 from needle_qc.quantize.lowbit import bf16_to_float32, unpack_int4
-from needle_qc.quantize.qparams import CONTAINER, qrange
+from needle_qc.quantize.qparams import CONTAINER, value_qrange
 from needle_qc.quantize.reference import (
     dequantize_linear,
     dynamic_quantize_linear,
@@ -61,6 +61,18 @@ def _input_qparams(ctx, i):
     return node_qparams(ctx.node.inputs[i])
 
 
+def _value_range(node, dtype):
+    """``(qmin, qmax)`` the node's value holds: its qparams' reduce_range bounds, else dtype's."""
+    return value_qrange(dtype, node.meta.get("qparams"))
+
+
+def _clamp_to_value_range(q, node, dtype):
+    """``q`` clamped to a reduce_range value's bounds (the type's range already holds)."""
+    if (node.meta.get("qparams") or {}).keys() & {"qmin", "qmax"}:
+        q = np.clip(q, *_value_range(node, dtype)).astype(q.dtype)
+    return q
+
+
 def _output_stage(acc64, s_in, s_w, attrs, ctx):
     """int64 accumulator (bias included) -> requantized u8/i8 or f32 (``attrs["dtype"]``)."""
     node = ctx.node
@@ -70,7 +82,7 @@ def _output_stage(acc64, s_in, s_w, attrs, ctx):
         y = acc.astype(np.float32) * np.multiply(np.float32(s_in), s_w, dtype=np.float32)
         return apply_to_array(attrs.get("activation"), y)
     s_y, z_y = node_qparams(node)
-    qmin, qmax = output_clamp(attrs.get("activation"), s_y, z_y, *qrange(dtype))
+    qmin, qmax = output_clamp(attrs.get("activation"), s_y, z_y, *_value_range(node, dtype))
     out = requantize(acc, requant_multiplier(s_in, s_w, s_y), z_y, qmin, qmax)
     return out.astype(CONTAINER[dtype])
 
@@ -92,7 +104,7 @@ def eval_quantize(inputs, attrs, ctx):
     s, z = node_qparams(ctx.node)
     with _named(ctx.node):
         q = quantize_linear(inputs[0].numpy(), s, _zp(z, attrs["dtype"]))
-    return _tensor(q, ctx)
+    return _tensor(_clamp_to_value_range(q, ctx.node, attrs["dtype"]), ctx)
 
 
 def eval_dequantize(inputs, attrs, ctx):
@@ -113,7 +125,8 @@ def eval_requantize(inputs, attrs, ctx):
     q = inputs[0].numpy()
     s_in, z_in = _input_qparams(ctx, 0)
     s_y, z_y = node_qparams(ctx.node)
-    qmin, qmax = output_clamp(attrs.get("activation"), s_y, z_y, *qrange(attrs["dtype"]))
+    qmin, qmax = output_clamp(attrs.get("activation"), s_y, z_y,
+                              *_value_range(ctx.node, attrs["dtype"]))
     acc = (q.astype(np.int64) - z_in).astype(np.int32)
     out = requantize(acc, requant_multiplier(s_in, np.float32(1), s_y), z_y, qmin, qmax)
     return _tensor(out.astype(CONTAINER[attrs["dtype"]]), ctx)
@@ -132,10 +145,22 @@ def layer_optional_inputs(dtypes):
     return zp, (len(dtypes) - 1 if len(dtypes) > first_bias else None)
 
 
+def layer_weight_values(node, w, x_shape):
+    """The integer weight of a qlinear/qconv2d as values: ``w`` itself, or for
+    ``weight_dtype="int4"`` (W4A8) the int8 values of ``w``, two int4 per byte along the
+    reduction axis (K of ``[K, N]``, C_in of ``[K, K, C_in, C_out]``; ``x_shape`` gives its
+    length)."""
+    if node.attrs.get("weight_dtype") != "int4":
+        return w
+    red = 0 if node.op == "qlinear" else 2
+    return unpack_int4(w, int(x_shape[-1] if red == 0 else x_shape[1]), axis=red)
+
+
 def _layer_arrays(inputs, ctx):
     """``(x, w, s_w, w_zp or None, bias or None)`` of the qlinear/qconv2d being run."""
     arrays = _arrays(inputs)
     zp, bias = layer_optional_inputs([n.meta.get("dtype") for n in ctx.node.inputs])
+    arrays[1] = layer_weight_values(ctx.node, arrays[1], arrays[0].shape)
     return (*arrays[:3], None if zp is None else arrays[zp],
             None if bias is None else arrays[bias])
 
@@ -201,8 +226,10 @@ def eval_qadd(inputs, attrs, ctx):
         total = dequantize_linear(a, s_a, _zp(z_a, a.dtype.name)) + \
             dequantize_linear(b, s_b, _zp(z_b, b.dtype.name))
         q = quantize_linear(total.astype(np.float32), s_y, _zp(z_y, attrs["dtype"]))
+    q = _clamp_to_value_range(q, ctx.node, attrs["dtype"])
     if attrs.get("activation") is not None:
-        lo, hi = output_clamp(attrs["activation"], s_y, z_y, *qrange(attrs["dtype"]))
+        lo, hi = output_clamp(attrs["activation"], s_y, z_y,
+                              *_value_range(ctx.node, attrs["dtype"]))
         q = np.clip(q, lo, hi).astype(q.dtype)
     return _tensor(q, ctx)
 

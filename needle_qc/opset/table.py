@@ -144,7 +144,7 @@ KINDS = ("compute", "structure", "tensor", "layer", "qlayer", "quant")
 ``layer`` (a float op with a weight input), ``qlayer`` (a quantized layer or product),
 ``quant`` (a change of representation: observer, quantize, dequantize, requantize),
 ``compute`` (everything else)."""
-QUANTIZABLE = (None, "weight", "activations")
+QUANTIZABLE = (None, "weight", "activations", "fused")
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 """Dtypes of float values (an activation is quantizable only when it has one of these)."""
 
@@ -159,7 +159,8 @@ class Traits:
         One of :data:`KINDS`.
     quantizable : {None, "weight", "activations"}
         ``"weight"``: a layer a QConfig quantizes through its weight param (static, dynamic or
-        weight-only); ``"activations"``: an op of two activations, quantized in static mode only.
+        weight-only); ``"activations"``: an op of two activations, quantized in static mode only;
+        ``"fused"``: a fused op its own pass quantizes (``lstm_cell``: ``quantize-lstm``).
     integer : bool
         An op of the integer stage (``compile`` tells the stage by it).
     shares_qparams : bool

@@ -26,7 +26,8 @@ _PASSES = {}
 BUILTIN_MODULES = (
     "needle_qc.passes.cse", "needle_qc.passes.dce", "needle_qc.passes.decompose",
     "needle_qc.passes.fold_batchnorm", "needle_qc.passes.fold_constants",
-    "needle_qc.passes.fuse_activations", "needle_qc.quantize.passes.convert",
+    "needle_qc.passes.fuse_activations", "needle_qc.passes.fuse_lstm",
+    "needle_qc.quantize.passes.convert", "needle_qc.quantize.passes.lstm",
     "needle_qc.quantize.passes.dynamic", "needle_qc.quantize.passes.fuse_qdq",
     "needle_qc.quantize.passes.insert_observers", "needle_qc.quantize.passes.weight_only",
     "needle_qc.quantize.passes.equalize", "needle_qc.quantize.passes.layer_stats",
@@ -196,5 +197,5 @@ def _verify(graph, name):
         raise PassError(f"{who} invalid graph: {e}") from None
 
 
-FLOAT_PIPELINE = ["fold-batchnorm", "fuse-activations", "cse", "dce"]
+FLOAT_PIPELINE = ["fold-batchnorm", "fuse-activations", "cse", "fuse-lstm-cell", "dce"]
 """The default float cleanup pipeline (run before quantization)."""

@@ -19,8 +19,8 @@ import numpy as np
 from needle_qc import passes
 from needle_qc.quantize.annotate import annotate_qconfig
 
-QUANT_PASSES = ["equalize", "insert-observers", "insert-smoothquant-stats", "insert-layer-stats",
-                "weight-only", "dynamic"]
+QUANT_PASSES = ["quantize-lstm", "equalize", "insert-observers", "insert-smoothquant-stats",
+                "insert-layer-stats", "weight-only", "dynamic"]
 """What ``quantize_pass`` runs after the float pipeline (``equalize``, the SmoothQuant and layer
 statistics passes change nothing unless the config asks for them)."""
 
@@ -36,9 +36,9 @@ def quantize_pass(graph, cfg, *, float_pipeline=True):
     g = graph.copy()
     if float_pipeline:
         passes.run_passes(g, passes.FLOAT_PIPELINE)
+    g.qconfig = cfg  # quantize-lstm resolves each cell's config from it
     annotate_qconfig(g, cfg)
     passes.run_passes(g, QUANT_PASSES)
-    g.qconfig = cfg
     return g
 
 

@@ -88,10 +88,11 @@ class Observer:
         self._require_data()
         return self._raw_range()
 
-    def qparams(self, dtype: str = "uint8", symmetric: bool = False):
-        """``(scale, zero_point)`` for :meth:`range` via :func:`choose_qparams`."""
+    def qparams(self, dtype: str = "uint8", symmetric: bool = False, reduce_range: bool = False):
+        """``(scale, zero_point)`` for :meth:`range` via :func:`choose_qparams` (over the 7-bit
+        range with ``reduce_range``)."""
         rmin, rmax = self.range()
-        return choose_qparams(rmin, rmax, dtype, symmetric)
+        return choose_qparams(rmin, rmax, dtype, symmetric, reduce_range=reduce_range)
 
     def range_drift(self, last_fraction: float = 0.1) -> float:
         """How far the range moved during the last ``last_fraction`` of updates, relative.

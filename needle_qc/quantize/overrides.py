@@ -22,27 +22,52 @@ class Candidate:
     op: str  # the op it is configured as ("linear" for a matmul by a weight)
     path: str
     module_type: str | None
+    aliases: tuple = ()  # other op names exclude_ops may give it (FUSED_NAMES)
+
+
+FUSED_NAMES = {"lstm_cell": (("linear", "matmul"), "Linear")}
+"""A fused op -> (op names, module type) its parts answered to before the fusion: an LSTM
+cell's products were ``matmul`` nodes configured as ``linear`` layers (type ``Linear``), so
+configs written for them keep their effect: those ``exclude_ops`` keep the cell float and,
+without an entry for the cell's own type, ``module_types["Linear"]`` configures it."""
 
 
 def candidates(graph):
-    """Every node ``annotate_qconfig`` may quantize, in graph order."""
+    """Every node ``annotate_qconfig`` or ``quantize-lstm`` may quantize, in graph order."""
     from needle_qc.quantize.annotate import _is_weight_matmul, is_quantizable
 
     out = []
     for node in graph.nodes:
         op = "linear" if _is_weight_matmul(node) else node.op
-        if _is_weight_matmul(node) or is_quantizable(node):
+        path = node.meta.get("module_path") or ""
+        if node.op in FUSED_NAMES:
+            out.append(Candidate(node, node.op, path, traits(node.op).module_type,
+                                 FUSED_NAMES[node.op][0]))
+        elif _is_weight_matmul(node) or is_quantizable(node):
             kind = node.meta.get("module_type") or traits(op).module_type
-            out.append(Candidate(node, op, node.meta.get("module_path") or "", kind))
+            out.append(Candidate(node, op, path, kind))
     return out
 
 
 def excluded(cfg, node, op):
     """True if ``exclude_ops`` or ``exclude_paths`` keeps ``node`` (configured as ``op``) float."""
-    if op in cfg.exclude_ops or node.op in cfg.exclude_ops:
+    ops = (op, node.op, *FUSED_NAMES.get(node.op, ((), None))[0])
+    if any(o in cfg.exclude_ops for o in ops):
         return True
     names = [n for n in (node.meta.get("module_path"), node.name) if n]
     return any(re.fullmatch(p, n) for p in cfg.exclude_paths for n in names)
+
+
+def fused_config(cfg, node):
+    """The config of a fused op's node (an ``lstm_cell``) under ``cfg``, or None (float): its
+    own module type's entry, else that of the type its parts had (:data:`FUSED_NAMES`)."""
+    if excluded(cfg, node, node.op):
+        return None
+    kind = traits(node.op).module_type
+    legacy = FUSED_NAMES[node.op][1]
+    if kind not in cfg.module_types and legacy in cfg.module_types:
+        kind = legacy
+    return cfg.for_module(node.meta.get("module_path") or "", kind)
 
 
 def check_matches(graph, cfg):
@@ -56,7 +81,8 @@ def check_matches(graph, cfg):
 
 
 def _check_types(cfg, found):
-    kinds = sorted({c.module_type for c in found if c.module_type})
+    kinds = sorted({c.module_type for c in found if c.module_type} |
+                   {FUSED_NAMES[c.node.op][1] for c in found if c.node.op in FUSED_NAMES})
     for key in cfg.module_types:
         if key not in kinds:
             raise ValueError(f"QConfig: module_types key {key!r} matches no layer of this graph"
@@ -74,7 +100,8 @@ def _check_paths(cfg, found):
 
 
 def _check_exclusions(cfg, found):
-    ops = sorted({c.op for c in found} | {c.node.op for c in found})
+    ops = sorted({c.op for c in found} | {c.node.op for c in found} |
+                 {a for c in found for a in c.aliases})
     for op in cfg.exclude_ops:
         if op not in ops:
             raise ValueError(f"QConfig: exclude_ops entry {op!r} matches no layer of this graph;"
@@ -105,4 +132,5 @@ def _listing(names, limit=8):
     return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
-__all__ = ["Candidate", "candidates", "excluded", "check_matches"]
+__all__ = ["Candidate", "FUSED_NAMES", "candidates", "check_matches", "excluded",
+           "fused_config"]

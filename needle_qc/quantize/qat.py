@@ -5,17 +5,25 @@ own ops, every float param a ``Parameter``. The weight of each layer the config 
 integers passes through a fake-quant op: forward ``dequantize(round(w))`` with exactly the
 rounding ``convert`` will apply (round-to-nearest on the config's grid: dtype, granularity,
 group size, ``weight_bits``), backward the straight-through estimator (Bengio et al. 2013,
-arXiv 1308.3432): the gradient passes unchanged, since min/max scales clip nothing. Train it
-with the course optimizers; :meth:`QATModule.convert` writes the trained params into the graph
-and returns ``quantize_pass(graph, cfg)`` for ``compile()`` (calibrate it first for static
-activations). Activations are not fake-quantized during training (the kernels we have for
-4-bit and narrower grids are weight-only).
+arXiv 1308.3432): the gradient passes unchanged, since min/max scales clip nothing.
+
+Static activations (W8A8, W4A8): the graph also carries the observers ``insert-observers``
+places, and each one becomes an activation fake-quant (:mod:`needle_qc.quantize.fake_quant`:
+the op table's quantize->dequantize, clipped STE). Its scale and zero point start from a
+calibration pass over ``calibration`` batches (the config's observer, as ``calibrate`` does);
+with ``learn_scales=True`` each scale is a Parameter trained by LSQ (Esser et al. 2020, arXiv
+1902.08153), else it stays frozen. Weight scales are not learned (they follow the weights'
+min/max, as ``convert`` computes them).
+
+Train it with the course optimizers; :meth:`QATModule.convert` gives what ``compile()``
+takes: for static activations the QDQ graph with the trained params and the trained
+activation qparams (no recalibration), otherwise ``quantize_pass(trained graph, cfg)``.
 """
 
 import numpy as np
 
 from needle_qc.opset import traits
-from needle_qc.quantize.annotate import is_weight_layer
+from needle_qc.quantize.annotate import is_weight_layer, mode_of, node_config
 from needle_qc.quantize.qconfig import QConfig
 
 
@@ -55,7 +63,6 @@ def _fake_quant_op(ndl):
 
 def _interpreter_class():
     from needle_qc.ir.interpreter import Interpreter
-    from needle_qc.quantize.annotate import node_config
 
     class QATInterpreter(Interpreter):
         """Params from the module's Parameters; integer-quantized weights fake-quantized."""
@@ -69,6 +76,8 @@ def _interpreter_class():
             return p if p is not None else super().param(key)
 
         def call_op(self, node, inputs):
+            if node.op == "observer":  # where convert will quantize: fake-quant the activation
+                return self.module.fake_quant_activation(node.name, inputs[0])
             cfg = node_config(node) if is_weight_layer(node) else None
             if cfg is not None and cfg.weight not in (None, "fp16", "bf16"):
                 op = self.module.fake_quant(cfg, traits(node.op).reduction_axis, inputs[1].device)
@@ -84,7 +93,7 @@ def _module_class():
     class QATModule(ndl.nn.Module):
         """The float graph as a trainable Needle module with fake-quantized weights."""
 
-        def __init__(self, graph, cfg, device=None):
+        def __init__(self, graph, cfg, device=None, learn_scales=False):
             super().__init__()
             self.graph, self.cfg, self.device = graph, cfg, device or ndl.cpu()
             self.params = {}
@@ -95,9 +104,40 @@ def _module_class():
                         ndl.Tensor(array, device=self.device, dtype="float32"))
             self._op_class = _fake_quant_op(ndl)
             self._interpreter = _interpreter_class()
+            self.learn_scales = learn_scales
+            self.activation_scales = {}  # observer name -> scale: a Parameter when learned
+            self._activation_ops = {}  # observer name -> FakeQuantize (zero point, dtype)
+            for obs in graph.find("observer"):
+                self._init_activation(obs, ndl)
+
+        def _init_activation(self, obs, ndl):
+            """The observer's calibrated (s, z) as the fake-quant's starting point."""
+            from needle_qc.quantize.fake_quant import activation_fake_quant_op, lsq_grad_scale
+            from needle_qc.quantize.passes.convert import observer_qparams
+
+            if obs.attrs.get("reduce_range"):  # the fake-quant clamps to the full dtype range
+                raise ValueError(f"prepare_qat: %{obs.name} has reduce_range activations, "
+                                 "which activation QAT does not model; drop reduce_range")
+            scale, zp = observer_qparams(self.graph, obs)
+            dtype = obs.attrs["dtype"]
+            s = ndl.Tensor(np.array([scale], np.float32), device=self.device, dtype="float32",
+                           requires_grad=self.learn_scales)
+            self.activation_scales[obs.name] = ndl.nn.Parameter(s) if self.learn_scales else s
+            features = int(np.prod([d for d in obs.meta["shape"] if isinstance(d, int)]))
+            self._activation_ops[obs.name] = activation_fake_quant_op(ndl)(
+                zp, dtype, lsq_grad_scale(features, dtype), self.device)
 
         def fake_quant(self, cfg, red_axis, device):
             return self._op_class(cfg, red_axis, device)
+
+        def fake_quant_activation(self, name, x):
+            return self._activation_ops[name](x, self.activation_scales[name])
+
+        def trained_activation_qparams(self):
+            """Observer name -> ``(scale, zero point)`` as trained (fp32 scale, int)."""
+            return {name: (float(np.float32(s.numpy().reshape(-1)[0])),
+                           self._activation_ops[name].z)
+                    for name, s in self.activation_scales.items()}
 
         def forward(self, *inputs):
             return self._interpreter(self).run(*inputs)
@@ -111,26 +151,83 @@ def _module_class():
             return g
 
         def convert(self):
-            """``quantize_pass(trained graph, cfg)``: what ``compile()`` takes (calibrate it
-            first when the config has static activations)."""
+            """What ``compile()`` takes: with static activations the QDQ graph holding the
+            trained params and activation qparams (nothing to calibrate), else
+            ``quantize_pass(trained graph, cfg)``."""
+            from needle_qc import passes
             from needle_qc.quantize.api import quantize_pass
 
-            return quantize_pass(self.trained_graph(), self.cfg, float_pipeline=False)
+            prepared = quantize_pass(self.trained_graph(), self.cfg, float_pipeline=False)
+            if not self.activation_scales:
+                return prepared
+            for name, (scale, zp) in self.trained_activation_qparams().items():
+                prepared.observers[name] = TrainedQParams(scale, zp)
+            passes.run_passes(prepared, ["convert"])
+            return prepared
 
     return QATModule
 
 
-def prepare_qat(graph, cfg, device=None):
+class TrainedQParams:
+    """Stands in for an observer's statistics in ``convert``: the trained ``(s, z)``."""
+
+    def __init__(self, scale, zero_point):
+        self.scale, self.zero_point = float(scale), int(zero_point)
+
+    def qparams(self, *args, **kwargs):
+        """The trained ``(s, z)``, whatever the observer's arguments (dtype, symmetric...)."""
+        return self.scale, self.zero_point
+
+
+_NOT_WITH_STATIC = ("rounding", "bias_correction", "equalization", "smoothquant")
+
+
+def _check_static(graph, cfg, calibration):
+    """Static layers need calibration batches, and none of the calibrated weight/graph changes
+    that ``convert`` would apply after training (the trained qparams would not fit them)."""
+    static = [n for n in graph.nodes if mode_of(n) == "static"]
+    if not static:
+        return False
+    for node in static:
+        c = node_config(node)
+        bad = [f for f in _NOT_WITH_STATIC if getattr(c, f) not in (None, False, "nearest")]
+        if bad:
+            raise ValueError(f"prepare_qat: %{node.name} has static activations with {bad}; "
+                             "QAT of static activations trains round-to-nearest weights and "
+                             "the calibrated scales as they are: drop these fields")
+    if calibration is None:
+        raise ValueError(f"prepare_qat: {len(static)} layers have static activations "
+                         f"(first %{static[0].name}); pass calibration=batches to start their "
+                         "fake-quant scales from the observers' ranges")
+    return True
+
+
+def prepare_qat(graph, cfg, device=None, *, calibration=None, learn_scales=False):
     """A trainable Needle module for ``graph`` under ``cfg`` (see the module docstring).
 
-    Raises ValueError if ``cfg`` is not a QConfig or the graph fails the float pipeline.
+    Parameters
+    ----------
+    calibration : iterable, optional
+        Batches (as :func:`~needle_qc.quantize.api.calibrate` takes them) that set the initial
+        activation scales; required when ``cfg`` has static activations, else unused.
+    learn_scales : bool
+        Learn the activation scales with LSQ (each a Parameter of the module); False keeps the
+        calibrated ones frozen.
+
+    Raises ValueError if ``cfg`` is not a QConfig, the graph fails the float pipeline, or a
+    static config lacks ``calibration`` or asks for GPTQ, bias correction, equalization or
+    SmoothQuant.
     """
     from needle_qc import passes
     from needle_qc.quantize.annotate import annotate_qconfig
+    from needle_qc.quantize.api import calibrate
 
     if not isinstance(cfg, QConfig):
         raise ValueError(f"prepare_qat: config must be a QConfig, got {type(cfg).__name__}")
     g = graph.copy()
     passes.run_passes(g, passes.FLOAT_PIPELINE)
     annotate_qconfig(g, cfg)
-    return _module_class()(g, cfg, device)
+    if _check_static(g, cfg, calibration):
+        passes.run_passes(g, ["insert-observers"])
+        calibrate(g, calibration, progress=False)
+    return _module_class()(g, cfg, device, learn_scales)

@@ -44,12 +44,18 @@ class QConfig:
         run time. fp16/bf16 weights are weight-only.
     activation_dtype : {"uint8", "int8"}
     weight_granularity : {None, "per_tensor", "per_channel", "per_group"}
-        None -> per_channel for 8-bit weights, per_group for 4-bit weights.
+        None -> per_channel for 8-bit weights, per_group for 4-bit weight-only weights,
+        per_channel for W4A8 (int4 weights with static activations: per channel only).
     group_size : int
         Block length along the reduction axis for per_group.
     activation_granularity : {"per_tensor", "per_token"}
         per_token only with dynamic activations.
     weight_symmetric, activation_symmetric : bool
+    reduce_range : bool
+        7-bit static activations inside their 8-bit type (uint8 [0, 127], int8 [-64, 63]; the
+        range is in each value's type and every op writing it clamps to it), as torch.ao's
+        fbgemm default and ORT's ``reduce_range``: then the AVX2 u8s8 fast path is proven exact
+        (127 x 2 x 128 < 32768) at the cost of ~1 bit of activation precision.
     observer : {"minmax", "moving_average", "percentile", "entropy", "mse"}
     percentile : float
         In (0, 100], used by the percentile observer.
@@ -91,6 +97,7 @@ class QConfig:
     activation_granularity: str = "per_tensor"
     weight_symmetric: bool = True
     activation_symmetric: bool = False
+    reduce_range: bool = False
     observer: str = "minmax"
     percentile: float = 99.99
     weight_bits: int | None = None
@@ -116,7 +123,7 @@ class QConfig:
         _choose(self.weight_granularity, WEIGHT_GRANULARITIES, "weight_granularity")
         _choose(self.activation_granularity, ACTIVATION_GRANULARITIES, "activation_granularity")
         _choose(self.observer, OBSERVERS, "observer")
-        for name in ("weight_symmetric", "activation_symmetric"):
+        for name in ("weight_symmetric", "activation_symmetric", "reduce_range"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"QConfig: {name}={getattr(self, name)!r} must be a bool")
         if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) \
@@ -198,7 +205,8 @@ class QConfig:
             return None
         if self.weight_granularity is not None:
             return self.weight_granularity
-        return "per_group" if self.weight in _LOW_BIT else "per_channel"
+        w4a8 = self.activation == "static"  # int4 weights on the int8 kernels: per channel
+        return "per_group" if self.weight in _LOW_BIT and not w4a8 else "per_channel"
 
     def for_module(self, path: str, type_name: str) -> QConfig | None:
         """Config for one module: longest matching path override, then type override, then self.

@@ -20,18 +20,35 @@ def canonical_weight(value):
 def check_supported(cfg):
     """Refuse the combinations the quantization passes cannot build (see the messages)."""
     gran = cfg.resolved_weight_granularity
-    if cfg.activation == "static" and (cfg.weight not in ("int8", "uint8") or gran == "per_group"):
+    if cfg.activation == "static" and cfg.weight == "int4":
+        _check_w4a8(cfg, gran)
+    elif cfg.activation == "static" and (cfg.weight not in ("int8", "uint8")
+                                         or gran == "per_group"):
         raise ValueError(f"QConfig: static activations need int8/uint8 weights per tensor or per "
-                         f"channel, got weight={cfg.weight!r} {gran}; use activation=None "
+                         f"channel (or int4 per channel: W4A8), got weight={cfg.weight!r} "
+                         f"{gran}; use activation=None "
                          f"(weight-only) for {cfg.weight} weights, or weight='int8'")
     if cfg.activation == "dynamic" and (cfg.weight != "int8" or not cfg.weight_symmetric
                                         or gran == "per_group"):
         raise ValueError(f"QConfig: dynamic activations need symmetric int8 weights per tensor or "
                          f"per channel, got weight={cfg.weight!r} {gran} "
                          f"(weight_symmetric={cfg.weight_symmetric})")
+    if cfg.reduce_range and cfg.activation != "static":
+        raise ValueError(f"QConfig: reduce_range=True narrows calibrated (static) activations, "
+                         f"got activation={cfg.activation!r}")
     if cfg.weight in ("int4", "uint4") and gran == "per_tensor":
         raise ValueError(f"QConfig: {cfg.weight} weights are per_group or per_channel, not "
                          "per_tensor (one scale for a whole 4-bit tensor loses too much)")
+
+
+def _check_w4a8(cfg, gran):
+    """W4A8 runs int4 values on the int8 kernels, one scale per output channel (which factors
+    out of the K sum); group scales would need a float rescale inside it."""
+    if gran != "per_channel" or not cfg.weight_symmetric:
+        raise ValueError(f"QConfig: W4A8 (weight='int4', activation='static') takes symmetric "
+                         f"int4 weights per_channel, got {gran} (weight_symmetric="
+                         f"{cfg.weight_symmetric}); use weight_granularity='per_channel', or "
+                         "activation=None for int4 per_group weight-only")
 
 
 def quantizable_ops():

@@ -13,6 +13,9 @@ _FULL_RANGES = {
     "int4": (-8, 7),
 }
 QUANT_DTYPES = tuple(_FULL_RANGES)
+# reduce_range: 7-bit activations inside the 8-bit type (torch.ao / ORT), so that a u8 x s8 pair
+# sum, <= 127 * 2 * 128 = 32512, never saturates AVX2's int16 vpmaddubsw.
+_REDUCED_RANGES = {"uint8": (0, 127), "int8": (-64, 63)}
 
 # numpy container used to hold each quantized dtype (int4/uint4 are stored unpacked, one per byte).
 CONTAINER = {
@@ -31,7 +34,8 @@ def check_dtype(dtype, arg: str = "dtype") -> str:
     return name
 
 
-def qrange(dtype, symmetric: bool = False, narrow: bool | None = None) -> tuple[int, int]:
+def qrange(dtype, symmetric: bool = False, narrow: bool | None = None,
+           reduce_range: bool = False) -> tuple[int, int]:
     """Integer range ``(qmin, qmax)`` of a quantized dtype.
 
     Parameters
@@ -46,9 +50,13 @@ def qrange(dtype, symmetric: bool = False, narrow: bool | None = None) -> tuple[
         signed``. Narrowing an unsigned type drops 0 (uint8 -> [1, 255], uint4 -> [1, 15]), the
         sign-balanced range around the symmetric zero point 128 / 8 that symmetric weights use
         (:func:`~needle_qc.quantize.lowbit.quantize_weight`), so ``+amax`` never clips.
+    reduce_range : bool
+        The 7-bit range inside an 8-bit type: uint8 -> [0, 127], int8 -> [-64, 63].
     """
     name = check_dtype(dtype)
-    qmin, qmax = _FULL_RANGES[name]
+    if reduce_range and name not in _REDUCED_RANGES:
+        raise ValueError(f"reduce_range applies to uint8/int8, not {name}")
+    qmin, qmax = (_REDUCED_RANGES if reduce_range else _FULL_RANGES)[name]
     if narrow is None:
         narrow = symmetric and qmin < 0
     if narrow:
@@ -56,7 +64,25 @@ def qrange(dtype, symmetric: bool = False, narrow: bool | None = None) -> tuple[
     return qmin, qmax
 
 
-def choose_qparams(rmin, rmax, dtype="uint8", symmetric: bool = False, narrow: bool | None = None):
+def range_qparams(dtype, reduce_range: bool) -> dict:
+    """The ``qmin``/``qmax`` entries a value's qparams carry when its range is narrower than its
+    type (reduce_range); ``{}`` for the full range, which the type already says."""
+    if not reduce_range:
+        return {}
+    qmin, qmax = qrange(dtype, reduce_range=True)
+    return {"qmin": qmin, "qmax": qmax}
+
+
+def value_qrange(dtype, qparams=None) -> tuple[int, int]:
+    """``(qmin, qmax)`` a quantized value holds: its qparams' ``qmin``/``qmax`` when they carry
+    them (every op writing such a value clamps to them), else its type's full range."""
+    lo, hi = qrange(dtype)
+    qp = qparams or {}
+    return int(qp.get("qmin", lo)), int(qp.get("qmax", hi))
+
+
+def choose_qparams(rmin, rmax, dtype="uint8", symmetric: bool = False, narrow: bool | None = None,
+                   reduce_range: bool = False):
     """Scale and zero point covering ``[rmin, rmax]`` (scalars or per-channel arrays).
 
     The range is first extended to include 0 so that real 0 is exact. Asymmetric:
@@ -67,7 +93,8 @@ def choose_qparams(rmin, rmax, dtype="uint8", symmetric: bool = False, narrow: b
     while the full ``[0, 15]`` gives ``s = 2 * amax / 15`` and ``+amax`` lands half a step past
     15 (clipped; PyTorch's symmetric quint8 activations behave the same way).
     Degenerate ranges (``rmax == rmin`` after extension, or ``s`` below the smallest normal fp32)
-    give ``s = 1, z = 0`` (contract §2.10.6).
+    give ``s = 1, z = 0`` (contract §2.10.6). ``reduce_range`` takes ``[qmin, qmax]`` from
+    :func:`qrange` with it (uint8 [0, 127]).
 
     Returns
     -------
@@ -75,7 +102,7 @@ def choose_qparams(rmin, rmax, dtype="uint8", symmetric: bool = False, narrow: b
     zero_point : integer scalar or array in the container dtype of ``dtype``
     """
     name = check_dtype(dtype)
-    qmin, qmax = qrange(name, symmetric, narrow)
+    qmin, qmax = qrange(name, symmetric, narrow, reduce_range)
     lo = np.minimum(np.asarray(rmin, dtype=np.float32), np.float32(0))
     hi = np.maximum(np.asarray(rmax, dtype=np.float32), np.float32(0))
     if lo.shape != hi.shape:

@@ -67,15 +67,20 @@ def _qp(qp):
 
 
 def _weight(node):
+    layer = len(node.inputs) > 2 and node.inputs[1].op == "param"
     if "weight_dtype" in node.attrs:
         group = node.attrs.get("group_size") or 0
-        return f"weights {node.attrs['weight_dtype']} " + \
-            (f"in groups of {group}" if group else node.attrs.get("granularity", ""))
-    if len(node.inputs) > 2 and node.inputs[1].op == "param":
-        scales = node.inputs[2].meta.get("shape") or ()
-        how = "per channel" if scales and scales != (1,) else "per tensor"
-        return f"weights {node.inputs[1].meta.get('dtype')} {how}"
+        how = f"in groups of {group}" if group else node.attrs.get("granularity") or \
+            (_scales_granularity(node) if layer else "")
+        return f"weights {node.attrs['weight_dtype']} {how}".rstrip()
+    if layer:
+        return f"weights {node.inputs[1].meta.get('dtype')} {_scales_granularity(node)}"
     return ""
+
+
+def _scales_granularity(node):
+    scales = node.inputs[2].meta.get("shape") or ()
+    return "per channel" if scales and scales != (1,) else "per tensor"
 
 
 __all__ = ["plain_summary", "is_quantized_layer"]

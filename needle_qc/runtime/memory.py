@@ -143,7 +143,8 @@ def runtime_report(program, batch, float_layers):
     by_dtype = {}
     for step in program.steps:
         for rec in step.active.weights:
-            row = by_dtype.setdefault(rec.dtype, {"weights": 0, "theoretical_bytes": 0.0,
+            key = f"{rec.dtype} in {rec.resident}" if rec.resident else rec.dtype
+            row = by_dtype.setdefault(key, {"weights": 0, "theoretical_bytes": 0.0,
                                                   "measured_bytes": 0, "qparam_bytes": 0})
             row["weights"] += rec.count
             row["theoretical_bytes"] += rec.theoretical_bytes
@@ -166,7 +167,7 @@ def _declared_dtype(graph, node_name):
     declared = node.attrs.get("weight_dtype")
     if declared:
         return _DTYPE_NAMES.get(declared, declared)
-    for inp in node.inputs[1:2]:
+    for inp in _weight_input(node)[:1]:
         while inp.op == "dequantize":
             inp = inp.inputs[0]
         dtype = str(inp.meta.get("dtype") or "float32")
@@ -181,22 +182,33 @@ def _node_or_none(graph, name):
         return None
 
 
+def _weight_input(node):
+    """``[the weight input]`` of a layer: its row's ``weight_input`` (an ``lstm_cell``'s is
+    W_ih), else its second input; ``[]`` when it has none."""
+    index = traits(node.op).weight_input
+    return list(node.inputs[1 if index is None else index:][:1])
+
+
 def _weight_dims(graph, node_name, count):
-    """(K, N) of a layer's weight as a GEMM: N = output features (last dim), K = count / N."""
+    """(K, N, runs) of a layer's weight as a GEMM: N = output features (last dim), K = count /
+    N, runs = kernel rows KH of a [KH, KW, Cin, Cout] conv weight (1 otherwise)."""
     node = _node_or_none(graph, node_name)
-    shape = node.inputs[1].meta.get("shape") if node is not None and len(node.inputs) > 1 \
-        else None
+    weight = _weight_input(node) if node is not None else []
+    shape = weight[0].meta.get("shape") if weight else None
     n = int(shape[-1]) if shape else 1
-    return max(count // max(n, 1), 1), n
+    runs = int(shape[0]) if shape and len(shape) == 4 else 1
+    return max(count // max(n, 1), 1), n, runs
 
 
-def packing_allowance(dtype, k, n, group_size=32):
+def packing_allowance(dtype, k, n, group_size=32, runs=1):
     """The most bytes a packed CPU weight may take beyond ``k*n*bits/8`` (documented overhead).
 
     * every format: ``n`` padded to whole 16-column panels;
-    * int8: also ``k`` padded to a multiple of 4 (k-quads) and up to 16 bytes per column of
-      bookkeeping (int32 column sum and zero point, int64 sum of ``|w|`` for the overflow
-      proof) kept in the packed buffer of the static/dynamic GEMM;
+    * int8: also the depth padded to k-quads, per run: ``k`` is ``runs`` runs of ``k / runs``
+      (a conv's kernel rows: the direct int8 conv reads each row's KW*Cin bytes as one run
+      padded to 4; the im2col conv pads the whole depth once, never more), and up to 16 bytes
+      per column of bookkeeping (int32 column sum and zero point, int64 sum of ``|w|`` for the
+      overflow proof) kept in the packed buffer of the static/dynamic GEMM;
     * int4: two weights per byte, padding only (group scales are counted as qparams);
     * float16 / bfloat16: padding only. float32 weights are kept unpadded.
 
@@ -205,7 +217,8 @@ def packing_allowance(dtype, k, n, group_size=32):
     panels = -(-n // PANEL)
     padded_n = panels * PANEL
     if dtype in ("int8", "uint8"):  # uint8 weights are stored as int8 (q - z) when that fits
-        return padded_n * (-(-k // 4) * 4) - k * n + 16 * n
+        runs = runs if runs >= 1 and k % runs == 0 else 1
+        return padded_n * runs * (-(-(k // runs) // 4) * 4) - k * n + 16 * n
     if dtype in ("float16", "bfloat16"):
         return 2 * k * (padded_n - n)
     if dtype in ("int4", "uint4"):
@@ -217,9 +230,9 @@ def _weight_key(graph, node_name):
     """Identity of a layer's stored weight by content, so one weight used by many nodes (an
     LSTM cell unrolled over time) counts once in theory; None when it cannot be found."""
     node = _node_or_none(graph, node_name)
-    if node is None or len(node.inputs) < 2:
+    if node is None or not _weight_input(node):
         return None
-    inp = node.inputs[1]
+    inp = _weight_input(node)[0]
     while inp.op == "dequantize":
         inp = inp.inputs[0]
     array = graph.tensors.get(inp.attrs.get("tensor")) if inp.op in ("param", "constant") \
@@ -253,8 +266,10 @@ def memory_of(cm, batch, group_size=32):
                 out["fallback_layers"].append(rec.node)
                 expected = rec.count * 4
             else:
-                k, n = _weight_dims(graph, rec.node, rec.count)
-                expected = theory + packing_allowance(rec.dtype, k, n, group_size)
+                k, n, runs = _weight_dims(graph, rec.node, rec.count)
+                held = rec.resident or rec.dtype  # W4A8: int4 weights held as the int8 panel
+                expected = rec.count * _BITS.get(held, 32) / 8 if rec.resident else theory
+                expected += packing_allowance(held, k, n, group_size, runs)
             out["max_packed_bytes"] += expected
             if key is not None and key in seen:
                 out["duplicate_layers"].append(rec.node)

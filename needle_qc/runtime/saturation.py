@@ -34,7 +34,7 @@ class SaturationCount:
 
 def counters(cm):
     """A fresh counter per run-time ``quantize`` step (weights quantized offline excluded)."""
-    from needle_qc.quantize.qparams import qrange
+    from needle_qc.quantize.qparams import value_qrange
 
     out = {}
     for step in cm.program.steps:
@@ -43,8 +43,8 @@ def counters(cm):
         node = cm.graph.node(step.node)
         if node.inputs[0].op in ("param", "constant"):
             continue
-        qmin, qmax = qrange(node.meta["dtype"])
         qp = node.meta["qparams"]
+        qmin, qmax = value_qrange(node.meta["dtype"], qp)  # reduce_range: 7 bits
         out[step.node] = SaturationCount(float(qp["s"]), int(qp["z"]), qmin, qmax)
     return out
 

@@ -157,8 +157,10 @@ def check_qparams(node, qparams):
     range."""
     from needle_qc.quantize.qparams import qrange
 
-    if not isinstance(qparams, dict) or set(qparams) != {"s", "z"}:
-        raise ValueError(f"%{node.name}: qparams {qparams!r} must be exactly {{s=..., z=...}}")
+    if not isinstance(qparams, dict) or set(qparams) not in ({"s", "z"},
+                                                              {"s", "z", "qmin", "qmax"}):
+        raise ValueError(f"%{node.name}: qparams {qparams!r} must be exactly {{s=..., z=...}} "
+                         "(reduce_range: with qmin=..., qmax=...)")
     s, z = qparams["s"], qparams["z"]
     if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) \
             or not np.float32(s) > 0 or not math.isfinite(np.float32(s)):
@@ -169,6 +171,12 @@ def check_qparams(node, qparams):
     except (ValueError, KeyError, TypeError):
         raise ValueError(f"%{node.name}: qparams on a {dtype} value (only integer values "
                          "carry {s, z})") from None
+    if "qmin" in qparams:  # a narrower range inside the type (reduce_range)
+        lo, hi = qparams["qmin"], qparams["qmax"]
+        if not (_is_int(lo) and _is_int(hi) and qmin <= lo <= hi <= qmax):
+            raise ValueError(f"%{node.name}: qmin/qmax {lo!r}, {hi!r} is not a range inside "
+                             f"[{qmin}, {qmax}] ({dtype})")
+        qmin, qmax = lo, hi
     if not _is_int(z) or not qmin <= z <= qmax:
         raise ValueError(f"%{node.name}: zero point z={z!r} is not an int in [{qmin}, {qmax}] "
                          f"({dtype})")

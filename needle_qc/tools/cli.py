@@ -23,7 +23,8 @@ DATA_TYPES = ("int8", "uint8", "int4", "fp16", "bf16")
 ACTIVATIONS = ("none", "static", "dynamic")
 DRAW_SUFFIXES = (".svg", ".png", ".pdf", ".dot", ".gv")
 WEIGHT_ONLY_TYPES = ("int4", "fp16", "bf16")
-"""Data types whose default is weight-only (static activations refuse them)."""
+"""Data types whose default is weight-only (fp16/bf16 refuse static activations; int4 with
+static activations is W4A8, per channel)."""
 DEMO_MODEL = "small_cnn"
 CACHE_DIR = os.path.join("out", "checkpoints")
 """Where checkpoints trained by the CLI (when a committed one is missing) are cached."""
@@ -154,8 +155,9 @@ def _plan_parser(sub):
                           "memory budget, with the Pareto table",
                           description="Scan every layer's sensitivity (one layer quantized, "
                           "output KL divergence on calibration batches), print the Pareto "
-                          "front of weight bytes vs predicted cost and the point chosen within "
-                          "BUDGET (issue 16; needle_qc.plan).")
+                          "front of weight bytes vs predicted cost, each point's measured SQNR "
+                          "and latency, and the point chosen within BUDGET (issue 16; "
+                          "needle_qc.plan).")
     plan.add_argument("model", metavar="MODEL", help="zoo name or module:factory")
     plan.add_argument("--budget", default="int4-g32",
                       help="weight bytes (int), bits per weight (e.g. 4.5) or a scheme whose "
@@ -165,6 +167,9 @@ def _plan_parser(sub):
                       help="training batches scanned (default 4)")
     plan.add_argument("--checkpoint", help="weights (.npz) instead of the zoo's checkpoint")
     plan.add_argument("--out", help="write the chosen QConfig as JSON here")
+    plan.add_argument("--plot", metavar="FILE.png",
+                      help="draw the front (weight KiB vs measured SQNR, uniform schemes and "
+                      "the chosen point marked) into this PNG")
     _common(plan)
 
 
@@ -183,15 +188,18 @@ def cmd_plan(args):
     from needle_qc.quantize.planner import plan
 
     _entry(args.model)
-    if args.out:
-        _check_out_file(args.out)
+    for path in (args.out, args.plot):
+        if path:
+            _check_out_file(path)
+    if args.plot and os.path.splitext(args.plot)[1].lower() != ".png":
+        raise UsageError(f"--plot {args.plot}: the plot is a PNG; name it FILE.png")
     model, how = _load(args, args.model, args.checkpoint)
     graph = _trace(args.model, model)
     with _as_usage_error(args.model):
         result = plan(graph, _calibration(args.model, args.calibration_batches),
                       budget=_budget(args.budget))
     print(f"{args.model} ({how}): {result.bytes} weight bytes, output SQNR "
-          f"{result.sqnr_db:.2f} dB on the scanned batches")
+          f"{result.sqnr_db:.2f} dB on the scanned batches, {result.latency_ms:.3f} ms a batch")
     print(result)
     if args.out:
         text = json.dumps(result.qconfig.to_dict(), indent=1, sort_keys=True)
@@ -202,6 +210,12 @@ def cmd_plan(args):
 
         _write_via_temp(args.out, write)
         print(f"wrote {args.out}")
+    if args.plot:
+        from needle_qc.tools.plots import plan_front
+
+        plan_front(result.table, f"{args.model}: mixed precision, budget {args.budget}",
+                   args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 

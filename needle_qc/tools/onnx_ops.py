@@ -5,7 +5,7 @@ list of names for a tuple value). Params, constants and dequantized weights are 
 when a user asks for them, so a conv can ask for its weight in ONNX's OIHW layout (the
 initializer itself is transposed: no Transpose node) and a weight-only layer never leaves an
 unused packed tensor behind. This module has the float ops; the quantization ops are in
-:mod:`~needle_qc.tools.onnx_quant_ops`.
+:mod:`~needle_qc.tools.onnx_quant_ops`, the fused LSTM step in :mod:`~needle_qc.tools.onnx_lstm`.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from needle_qc.tools.onnx_builder import (
     onnx_dtype,
     value_info,
 )
+from needle_qc.tools.onnx_lstm import LSTM_EMITTERS
 from needle_qc.tools.onnx_quant_ops import QUANT_EMITTERS, dequantize_weight
 
 
@@ -254,6 +255,6 @@ EMITTERS = {
     "broadcast_to": _broadcast_to, "summation": _summation, "stack": _stack, "split": _split,
     "tuple_get_item": _tuple_get_item, "make_tuple": _make_tuple, "astype": _astype,
     "logsoftmax": _logsoftmax,
-    **QUANT_EMITTERS,
+    **QUANT_EMITTERS, **LSTM_EMITTERS,
 }
 """IR op -> emitter; an op missing here is refused with a message naming the node."""

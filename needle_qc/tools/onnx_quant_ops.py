@@ -247,12 +247,13 @@ def _dq_activation(b, node):
 
 def _layer_weight(b, node, perm, out_axis):
     """DequantizeLinear of a qlinear/qconv2d weight (+ the fp32 per-channel scales)."""
-    from needle_qc.opset.quant_eval import layer_optional_inputs
+    from needle_qc.opset.quant_eval import layer_optional_inputs, layer_weight_values
 
     zp_i, bias_i = layer_optional_inputs([n.meta.get("dtype") for n in node.inputs])
     w_node, s_node = node.inputs[1], node.inputs[2]
     s_w = b.graph.tensors[s_node.attrs["tensor"]].astype(np.float32)
-    w = b.graph.tensors[w_node.attrs["tensor"]]
+    w = layer_weight_values(node, b.graph.tensors[w_node.attrs["tensor"]],  # W4A8: unpacked
+                            node.inputs[0].meta["shape"])
     w = w if perm is None else np.transpose(w, perm)
     zp = np.zeros(s_w.shape, w.dtype) if zp_i is None else \
         b.graph.tensors[node.inputs[zp_i].attrs["tensor"]].astype(w.dtype).reshape(s_w.shape)

@@ -5,7 +5,7 @@ import math
 import os
 
 __all__ = ["plot_all", "pareto", "place_labels", "layer_sqnr", "layer_table", "latency",
-           "SQNR_CAP_DB"]
+           "plan_front", "SQNR_CAP_DB"]
 
 SQNR_CAP_DB = 120.0
 """Exact results (SQNR = inf) are drawn at this height and labeled "exact"."""
@@ -240,6 +240,43 @@ def latency(rows, path):
     return _save(fig, plt, path)
 
 
+def plan_front(table, title, path, score_label=None, sign=1.0):
+    """The planner's table (``Plan.table``): weight KiB (x, log) vs each point's measured score
+    (``sign * score``, e.g. -1 to show perplexity from minus perplexity) or, without scores,
+    its output SQNR; the front joined by a line, the uniform schemes labelled, the chosen
+    point starred. Returns ``path``, or None when no point was measured."""
+    def y_of(row):
+        if score_label is not None:
+            return None if row["score"] is None else sign * row["score"]
+        return _finite_sqnr(row["sqnr_db"])
+
+    rows = [r for r in table if y_of(r) is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    mixed = [r for r in rows if r["kind"] != "uniform"]
+    ax.plot([r["bytes"] / 1024 for r in mixed], [y_of(r) for r in mixed], "o--", ms=4,
+            color="tab:blue", label="planner's mixes (front)")
+    uniform = [r for r in rows if r["kind"] == "uniform"]
+    ax.scatter([r["bytes"] / 1024 for r in uniform], [y_of(r) for r in uniform], marker="s",
+               s=30, color="tab:gray", zorder=3, label="one scheme everywhere")
+    chosen = [r for r in rows if r["chosen"]]
+    ax.scatter([r["bytes"] / 1024 for r in chosen], [y_of(r) for r in chosen], marker="*",
+               s=180, color="tab:red", zorder=4, label="chosen")
+    _log_kib_axis(ax)
+    ax.set_xlabel("weight memory (KiB, log scale)")
+    ax.set_ylabel(score_label or "output SQNR vs float32 (dB, higher is better)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    legend = ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    fig.tight_layout()
+    points = [(r["bytes"] / 1024, y_of(r)) for r in uniform]
+    place_labels(fig, ax, points, [r["mix"].replace("uniform ", "") for r in uniform],
+                 avoid=[legend], markers=[(r["bytes"] / 1024, y_of(r)) for r in mixed])
+    return _save(fig, plt, path)
+
+
 def _save(fig, plt, path):
     fig.tight_layout()
     fig.savefig(path)
@@ -249,7 +286,7 @@ def _save(fig, plt, path):
 
 def plot_all(report, out_dir):
     """Every plot of ``report`` into ``out_dir``: ``{"pareto": [...], "layers": [...],
-    "latency": [...]}`` lists of the PNG paths written."""
+    "latency": [...], "plan": [...]}`` lists of the PNG paths written."""
     os.makedirs(out_dir, exist_ok=True)
     models = list(dict.fromkeys(r.model for r in report.rows))
     drawn = {"pareto": [], "layers": [], "latency": []}
@@ -261,4 +298,16 @@ def plot_all(report, out_dir):
         drawn["layers"] += [q] if q else []
     lat = latency(report.rows, os.path.join(out_dir, "latency.png"))
     drawn["latency"] += [lat] if lat else []
+    drawn["plan"] = [p for p in (_plan_plot(report, model, out_dir) for model in models) if p]
     return drawn
+
+
+def _plan_plot(report, model, out_dir):
+    """The planner's front of ``model`` when the report ran the planner on it."""
+    found = getattr(report, "plans", {}).get(model)
+    if not isinstance(found, dict):
+        return None
+    safe = model.replace(":", "_").replace("/", "_")
+    return plan_front(found["table"], f"{model}: mixed precision ({found['caption']})",
+                      os.path.join(out_dir, f"plan_{safe}.png"), found.get("score_label"),
+                      found.get("sign", 1.0))

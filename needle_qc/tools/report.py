@@ -85,6 +85,9 @@ SCHEMES = {s.name: s for s in (
     Scheme("int8-static-sq", "w int8/ch, a u8, SmoothQuant", {
         "weight": "int8", "activation": "static", "weight_granularity": "per_channel",
         "smoothquant": "auto"}),
+    # W4A8: int4 values on the int8 kernels (file: 2 per byte; resident: the int8 panel)
+    Scheme("w4a8", "w int4/ch, a u8", {"weight": "int4", "activation": "static",
+                                        "weight_granularity": "per_channel"}),
 )}
 """Every scheme of the report, fp32 baseline first."""
 
@@ -149,6 +152,7 @@ class Report:
     rows: list
     layers: list
     settings: dict
+    plans: dict = field(default_factory=dict)  # model -> report_plan.plan_model's dict
 
     def __iter__(self):
         return iter(self.rows)
@@ -174,7 +178,8 @@ class Report:
     def to_dict(self):
         """JSON-able form (inf/nan become strings)."""
         return {"settings": self.settings, "rows": [_jsonable(asdict(r)) for r in self.rows],
-                "layers": [_jsonable(asdict(r)) for r in self.layers]}
+                "layers": [_jsonable(asdict(r)) for r in self.layers],
+                "plans": _jsonable(self.plans)}
 
     def write(self, out_dir):
         """Write ``REPORT.md``, ``report.json`` and the PNG plots into ``out_dir``.
@@ -340,7 +345,7 @@ def _devices(device):
 
 
 def run(models=None, schemes=None, quick=False, *, seed=0, device="cpu", progress=True,
-        cache_dir=None, layers=True):
+        cache_dir=None, layers=True, planner=None):
     """Measure every scheme on every model.
 
     Parameters
@@ -360,6 +365,9 @@ def run(models=None, schemes=None, quick=False, *, seed=0, device="cpu", progres
         Where checkpoints trained here are cached (default ``out/checkpoints``).
     layers : bool
         Also compute per-layer SQNR (``Report.layers``).
+    planner : bool, optional
+        Also run the mixed-precision planner on each model (``Report.plans``, a section and a
+        plot per model; :mod:`needle_qc.tools.report_plan`). Default: on unless ``quick``.
 
     Returns
     -------
@@ -380,7 +388,7 @@ def run(models=None, schemes=None, quick=False, *, seed=0, device="cpu", progres
     _check_names(models, schemes)
     ndev, target = _devices(device)
     np.random.seed(seed)
-    rows, layer_rows, sources = [], [], {}
+    rows, layer_rows, sources, plans = [], [], {}, {}
     for name in models:
         try:
             model, sources[name] = load_model(name, ndev, cache_dir, seed,
@@ -400,10 +408,21 @@ def run(models=None, schemes=None, quick=False, *, seed=0, device="cpu", progres
                 timed.append((row, cm))
         _time_interleaved(timed, ctx.latency_input, settings.latency_reps)
         _fill_speedups([r for r in rows if r.model == name])
+        if (not quick) if planner is None else planner:
+            plans[name] = _plan_section(ctx)
     info = dict(asdict(settings), quick=bool(quick), seed=seed, device=device, models=models,
                 schemes=schemes, sources=sources, machine=machine(),
                 date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
-    return Report(rows, layer_rows, info)
+    return Report(rows, layer_rows, info, plans)
+
+
+def _plan_section(ctx):
+    from needle_qc.tools.report_plan import plan_model
+
+    try:
+        return plan_model(ctx)
+    except Exception as err:  # noqa: BLE001 -- a planner failure fails its section only
+        return {"error": _one_line(err)}
 
 
 class _ModelContext:
@@ -646,6 +665,8 @@ def _md_table(rows):
 
 def markdown(report, plots):
     """REPORT.md text: settings, one table per model, worst layers, the plots."""
+    from needle_qc.tools import report_plan
+
     s = report.settings
     size = "quick (tiny)" if s["quick"] else "full"
     lines = ["# needle_qc report", "",
@@ -670,6 +691,7 @@ def markdown(report, plots):
             for path in plots.get(kind, []):
                 if os.path.basename(path).endswith(f"_{model}.png"):
                     lines += [f"![{kind} {model}]({os.path.basename(path)})", ""]
+        lines += report_plan.markdown_lines(report.plans, model, plots)
     for path in plots.get("latency", []):
         lines += ["## Latency", "", f"![latency]({os.path.basename(path)})", ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -127,6 +127,21 @@ def test_dequantize_matches_numpy(dtype):
     np.testing.assert_array_equal(got, expect)
 
 
+@pytest.mark.parametrize("n", [1, 3, 7, 8, 15, 16, 17, 31, 33, 64, 255, 256, 257, 1000])
+@pytest.mark.parametrize("dtype, zp", [(np.uint8, 0), (np.uint8, 255), (np.int8, -128),
+                                       (np.int8, 127), (np.int32, -2**31), (np.int32, 2**31 - 1)])
+def test_dequantize_every_length_and_extreme_zero_points(n, dtype, zp):
+    """Every remainder of the vector loop; 8-bit q - z spans [-510, 510]; int32 q - z overflows
+    int32 (formed in int64, one rounding to float)."""
+    info = np.iinfo(dtype)
+    base = np.array([info.min, info.max, 0, 1, -1 if info.min < 0 else 2], np.int64)
+    qv = np.resize(np.concatenate([base, np.arange(info.min, info.min + 251)]), n).astype(dtype)
+    s, z = np.array([0.37], np.float32), np.array([zp], np.int32)
+    want = ((qv.astype(np.int64) - zp).astype(np.float64).astype(np.float32)
+            * np.float32(0.37)).astype(np.float32)
+    assert q.dequantize(qv, s, z, 0).tobytes() == want.tobytes()
+
+
 def dql_numpy(x):
     rmin, rmax = min(0.0, float(x.min())), max(0.0, float(x.max()))
     s = np.float32((np.float32(rmax) - np.float32(rmin)) / np.float32(255))

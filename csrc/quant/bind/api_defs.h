@@ -10,9 +10,11 @@ template <class Quantize, class Dequantize, class DynamicU8, class DynamicRows>
 void def_quantize_api(py::module_& m, Quantize quantize_f32, Dequantize dequantize,
                       DynamicU8 dynamic_u8, DynamicRows dynamic_rows) {
   m.def("quantize_f32", quantize_f32, py::arg("x"), py::arg("scale"), py::arg("zero_point"),
-        py::arg("axis") = 1, py::arg("out_dtype") = "uint8",
-        "q = clamp(rint(x / scale) + zero_point) (ONNX QuantizeLinear; ties to even, true fp32 "
-        "division). scale/zero_point of length 1 = per tensor, else per `axis`.");
+        py::arg("axis") = 1, py::arg("out_dtype") = "uint8", py::arg("qmin") = py::none(),
+        py::arg("qmax") = py::none(),
+        "q = clamp(rint(x / scale) + zero_point, qmin, qmax) (ONNX QuantizeLinear; ties to "
+        "even, true fp32 division; qmin/qmax default to out_dtype's ends, a narrower range is "
+        "clamped in the same pass). scale/zero_point of length 1 = per tensor, else per `axis`.");
   m.def("dequantize", dequantize, py::arg("q"), py::arg("scale"), py::arg("zero_point"),
         py::arg("axis") = 1, "y = float(q - zero_point) * scale (fp32), q uint8/int8/int32.");
   m.def("dynamic_quantize_u8", dynamic_u8, py::arg("x"),

@@ -36,6 +36,26 @@ inline bool check_requant_range(const std::string& out_dtype, int y_zp, int qmin
   return out_s8;
 }
 
+// quantize_f32's clamp [qmin, qmax] inside out_dtype (None: that end of the type); applied in
+// the same pass, so a narrowed range (reduce_range, a fused ReLU) costs no extra clamp.
+struct QuantizeRange {
+  bool out_s8;
+  int qmin, qmax;
+};
+inline QuantizeRange quantize_range(const std::string& out_dtype, const py::handle& qmin,
+                                    const py::handle& qmax) {
+  QuantizeRange r{parse_int8_dtype(out_dtype, "out_dtype"), 0, 255};
+  if (r.out_s8) r.qmin = -128, r.qmax = 127;
+  const int lo = r.qmin, hi = r.qmax;
+  if (!qmin.is_none()) r.qmin = qmin.cast<int>();
+  if (!qmax.is_none()) r.qmax = qmax.cast<int>();
+  if (r.qmin < lo || r.qmax > hi || r.qmin > r.qmax)
+    bad_arg("qmin/qmax", "[" + std::to_string(r.qmin) + ", " + std::to_string(r.qmax) +
+                             "] is not a range inside [" + std::to_string(lo) + ", " +
+                             std::to_string(hi) + "] (" + out_dtype + ")");
+  return r;
+}
+
 // A finite float vector of length 1 (broadcast) or n: per-tensor or per-column scales.
 inline py::array_t<float, py::array::c_style> as_finite_vector(const py::handle& obj,
                                                                const char* name, size_t n) {

@@ -2,6 +2,7 @@
 #include <utility>
 
 #include "quant/bind/api_defs.h"
+#include "quant/bind/conv_args.h"
 #include "quant/bind/cpu_gemm.h"
 #include "quant/cpu/conv.h"
 
@@ -22,29 +23,9 @@ PackedConvWeight pack_conv_weight_s8(const py::handle& w_obj, const py::handle& 
   return p;
 }
 
-struct ConvCall {
-  py::array_t<uint8_t, py::array::c_style> x;
-  size_t batch = 0;
-  ConvGeometry geom{1, 1, 1, 1, 1, 1, 1, 0, 0};
-  uint8_t x_zp = 0;
-};
-
 ConvCall parse_conv(const py::handle& x_obj, int x_zp, const PackedConvWeight& w,
                     const py::handle& stride, const py::handle& padding) {
-  ConvCall c;
-  c.x = as_array<uint8_t>(x_obj, "x", 4);
-  if (static_cast<size_t>(c.x.shape(3)) != w.Cin)
-    bad_arg("x", "has C = " + std::to_string(c.x.shape(3)) + " channels (NHWC) but w expects " +
-                     std::to_string(w.Cin));
-  if (x_zp < 0 || x_zp > 255) bad_arg("x_zero_point", "outside [0, 255]");
-  auto [sh, sw] = pair_arg<size_t>(stride, "stride");
-  auto [ph, pw] = pair_arg<size_t>(padding, "padding");
-  if (sh == 0 || sw == 0) bad_arg("stride", "must be >= 1");
-  c.batch = c.x.shape(0);
-  c.geom = ConvGeometry(c.x.shape(1), c.x.shape(2), w.Cin, w.KH, w.KW, sh, sw, ph, pw);
-  if (c.geom.OH == 0 || c.geom.OW == 0) bad_arg("x", "is smaller than the kernel");
-  c.x_zp = static_cast<uint8_t>(x_zp);
-  return c;
+  return parse_conv_call(x_obj, x_zp, w.Cin, w.KH, w.KW, stride, padding);
 }
 
 py::array run_conv(const ConvCall& c, const PackedConvWeight& w, OutputKind kind,

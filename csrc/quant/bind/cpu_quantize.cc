@@ -49,15 +49,17 @@ bool quantize_split(const float* x, const AxisSplit& sp, const float* s, const i
 }
 
 py::array quantize_f32(const py::handle& x_obj, const py::handle& s_obj, const py::handle& z_obj,
-                       int axis, const std::string& out_dtype) {
+                       int axis, const std::string& out_dtype, const py::handle& qmin_obj,
+                       const py::handle& qmax_obj) {
   auto x = as_array<float>(x_obj, "x");
   auto s = as_array<float>(s_obj, "scale", 1);
   auto z = as_array<int32_t>(z_obj, "zero_point", 1);
   if (z.shape(0) != s.shape(0)) bad_arg("zero_point", "must have the same length as scale");
-  const bool s8 = parse_int8_dtype(out_dtype, "out_dtype");
-  const int qmin = s8 ? -128 : 0, qmax = s8 ? 127 : 255;
+  const QuantizeRange r = quantize_range(out_dtype, qmin_obj, qmax_obj);
+  const bool s8 = r.out_s8;
+  const int qmin = r.qmin, qmax = r.qmax;
   require_finite_positive(s.data(), s.shape(0), "scale");
-  require_in_range(z.data(), z.shape(0), qmin, qmax, "zero_point");
+  require_in_range(z.data(), z.shape(0), s8 ? -128 : 0, s8 ? 127 : 255, "zero_point");
   AxisSplit sp = split_axis(x, s.shape(0), axis, "x");
   py::array q = s8 ? py::array(py::dtype::of<int8_t>(), shape_of(x))
                    : py::array(py::dtype::of<uint8_t>(), shape_of(x));
@@ -74,15 +76,11 @@ py::array quantize_f32(const py::handle& x_obj, const py::handle& s_obj, const p
 template <class Q>
 void dequantize_loop(const Q* q, const AxisSplit& sp, const float* s, const int32_t* z,
                      float* y) {
-  for (size_t o = 0; o < sp.outer; ++o) {
+  for (size_t o = 0; o < sp.outer; ++o)
     for (size_t c = 0; c < sp.channels; ++c) {
       const size_t at = (o * sp.channels + c) * sp.inner;
-      const float sc = s[c];
-      const int32_t zc = z[c];
-      // (q - z) is exact in int64 (int32 inputs too); one rounding each to fp32 and of the product.
-      for (size_t i = 0; i < sp.inner; ++i) y[at + i] = float(int64_t(q[at + i]) - zc) * sc;
+      dequantize_span(q + at, sp.inner, s[c], z[c], y + at);
     }
-  }
 }
 
 py::array dequantize(const py::handle& q_obj, const py::handle& s_obj, const py::handle& z_obj,
@@ -112,16 +110,8 @@ py::array dequantize(const py::handle& q_obj, const py::handle& s_obj, const py:
 }
 
 void min_max(const float* x, size_t n, float& mn, float& mx, const char* name) {
-  mn = INFINITY;
-  mx = -INFINITY;
-  bool finite = true;
-  for (size_t i = 0; i < n; ++i) {
-    finite &= std::isfinite(x[i]);
-    mn = x[i] < mn ? x[i] : mn;
-    mx = x[i] > mx ? x[i] : mx;
-  }
-  if (!finite) bad_arg(name, "contains NaN or Inf; dynamic quantization needs finite values");
-  if (n == 0) mn = mx = 0.0f;
+  if (!min_max_f32(x, n, mn, mx))
+    bad_arg(name, "contains NaN or Inf; dynamic quantization needs finite values");
 }
 
 py::tuple dynamic_quantize_u8(const py::handle& x_obj) {

@@ -24,16 +24,18 @@ DeviceBuffer zeroed_flag() {
 }
 
 py::array quantize_f32(const py::handle& x_obj, const py::handle& s_obj, const py::handle& z_obj,
-                       int axis, const std::string& out_dtype) {
+                       int axis, const std::string& out_dtype, const py::handle& qmin_obj,
+                       const py::handle& qmax_obj) {
   require_gpu();
   auto x = as_array<float>(x_obj, "x");
   auto s = as_array<float>(s_obj, "scale", 1);
   auto z = as_array<int32_t>(z_obj, "zero_point", 1);
   if (z.shape(0) != s.shape(0)) bad_arg("zero_point", "must have the same length as scale");
-  const bool s8 = parse_int8_dtype(out_dtype, "out_dtype");
-  const int qmin = s8 ? -128 : 0, qmax = s8 ? 127 : 255;
+  const QuantizeRange r = quantize_range(out_dtype, qmin_obj, qmax_obj);
+  const bool s8 = r.out_s8;
+  const int qmin = r.qmin, qmax = r.qmax;
   require_finite_positive(s.data(), s.shape(0), "scale");
-  require_in_range(z.data(), z.shape(0), qmin, qmax, "zero_point");
+  require_in_range(z.data(), z.shape(0), s8 ? -128 : 0, s8 ? 127 : 255, "zero_point");
   const AxisSplit sp = split_axis(x, s.shape(0), axis, "x");
   DeviceBuffer dx = upload(x), ds = upload(s), dz = upload(z), flag = zeroed_flag();
   DeviceBuffer dq(x.size());

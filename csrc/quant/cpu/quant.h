@@ -187,6 +187,13 @@ bool quantize_span_avx2(const float* x, size_t n, const float* s, const int32_t*
                         size_t s_step, int qmin, int qmax, bool out_s8, void* q);
 bool quantize_span_avx512(const float* x, size_t n, const float* s, const int32_t* z,
                           size_t s_step, int qmin, int qmax, bool out_s8, void* q);
+// y[i] = (q[i] - z) * s with one rounding each to fp32 and of the product (ONNX
+// DequantizeLinear); in an -O3 file, since the bindings are built at -O1.
+void dequantize_span(const uint8_t* q, size_t n, float s, int32_t z, float* y);
+void dequantize_span(const int8_t* q, size_t n, float s, int32_t z, float* y);
+void dequantize_span(const int32_t* q, size_t n, float s, int32_t z, float* y);
+// mn/mx of x[0..n) (0/0 for n == 0), for dynamic quantization; false on NaN or +-inf.
+bool min_max_f32(const float* x, size_t n, float& mn, float& mx);
 
 // --- weight-only (fp32 activations, compressed weights converted inside the microkernel) --------
 

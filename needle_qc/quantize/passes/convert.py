@@ -26,15 +26,18 @@ from needle_qc.quantize.annotate import (
 from needle_qc.quantize.layer_stats import needs_input_stats, take_input_moments
 from needle_qc.quantize.passes.insert_observers import activation_inputs, shares_input_qparams
 from needle_qc.quantize.passes.weight_only import corrected_bias_param, rewrite_weight_only
+from needle_qc.quantize.qparams import range_qparams
 from needle_qc.quantize.reference import quantize_bias
 from needle_qc.quantize.rounding import round_weight
 
-STATIC_WEIGHT_DTYPES = ("int8", "uint8")
+STATIC_WEIGHT_DTYPES = ("int8", "uint8", "int4")  # int4: W4A8, symmetric per channel
 
 
-def set_qparams(node, scale, zero_point):
-    """Write per-tensor qparams into a node's type (exact fp32 scale as a Python float)."""
-    node.meta["qparams"] = {"s": float(np.float32(scale)), "z": int(zero_point)}
+def set_qparams(node, scale, zero_point, value_range=None):
+    """Write per-tensor qparams into a node's type (exact fp32 scale as a Python float), with
+    ``value_range`` (``{"qmin", "qmax"}`` of a reduce_range value, :func:`range_qparams`)."""
+    node.meta["qparams"] = {"s": float(np.float32(scale)), "z": int(zero_point),
+                            **(value_range or {})}
 
 
 def observer_qparams(graph, obs):
@@ -43,17 +46,18 @@ def observer_qparams(graph, obs):
     if stats is None:
         raise IRError(f"convert: observer %{obs.name} has no statistics in graph.observers")
     try:
-        return stats.qparams(obs.attrs["dtype"], obs.attrs["symmetric"])
+        return stats.qparams(obs.attrs["dtype"], obs.attrs["symmetric"],
+                             bool(obs.attrs.get("reduce_range")))
     except RuntimeError as e:
         raise ValueError(f"convert: observer %{obs.name} has no calibration data; run "
                          f"calibrate(prepared, batches) first ({e})") from None
 
 
-def quantize_pair(graph, value, dtype, scale, zero_point, before, base):
+def quantize_pair(graph, value, dtype, scale, zero_point, before, base, value_range=None):
     """Insert ``quantize(value)`` with these qparams and its ``dequantize`` before ``before``."""
     with graph.inserting_before(before):
         q = graph.call("quantize", [value], {"dtype": dtype}, name=f"{base}_q")
-        set_qparams(q, scale, zero_point)
+        set_qparams(q, scale, zero_point, value_range)
         dq = graph.call("dequantize", [q], name=f"{base}_dq")
     for key in ("module_path",):
         if key in value.meta:
@@ -66,7 +70,8 @@ def _replace_observers(graph):
     for obs in graph.find("observer"):
         value = obs.inputs[0]
         scale, zp = observer_qparams(graph, obs)
-        dq = quantize_pair(graph, value, obs.attrs["dtype"], scale, zp, obs, value.name)
+        reduced = range_qparams(obs.attrs["dtype"], bool(obs.attrs.get("reduce_range")))
+        dq = quantize_pair(graph, value, obs.attrs["dtype"], scale, zp, obs, value.name, reduced)
         obs.replace_all_uses_with(dq)
         graph.erase(obs)
         graph.observers.pop(obs.name, None)
@@ -100,19 +105,21 @@ def _quantize_shared_inputs(graph):
                               "value); run insert-observers first")
             if value not in made:
                 qp = source.inputs[0].meta["qparams"]
+                reduced = {k: qp[k] for k in ("qmin", "qmax") if k in qp}
                 made[value] = quantize_pair(graph, value, source.inputs[0].meta["dtype"],
-                                            qp["s"], qp["z"], node, value.name)
+                                            qp["s"], qp["z"], node, value.name, reduced)
             node.replace_input(value, made[value])
     return bool(made)
 
 
 def _check_static_weight(node, cfg):
     gran = cfg.resolved_weight_granularity
-    if cfg.weight not in STATIC_WEIGHT_DTYPES or gran == "per_group":
+    if cfg.weight not in STATIC_WEIGHT_DTYPES or gran == "per_group" or \
+            (cfg.weight == "int4" and (gran != "per_channel" or not cfg.weight_symmetric)):
         raise ValueError(f"convert: %{node.name} asks for static activations with "
                          f"{cfg.weight} {gran} weights; static quantization takes int8/uint8 "
-                         "weights per tensor or per channel (use activation=None for "
-                         "int4/per-group weight-only)")
+                         "weights per tensor or per channel, or symmetric int4 per channel "
+                         "(use activation=None for int4/per-group weight-only)")
     return gran
 
 
@@ -127,7 +134,7 @@ def quantized_weight_params(graph, node, cfg, moments=None):
     inputs = [new_param(graph, node, f"{w_node.name}_q", qw.q, path),
               new_param(graph, node, f"{w_node.name}_scale", np.asarray(qw.scale, np.float32),
                         path)]
-    if cfg.weight != "int8" or not cfg.weight_symmetric:
+    if cfg.weight not in ("int8", "int4") or not cfg.weight_symmetric:  # int4 zp is 0
         inputs.append(new_param(graph, node, f"{w_node.name}_zp", qw.zp, path))
     return inputs, qw
 

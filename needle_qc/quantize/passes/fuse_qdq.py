@@ -7,7 +7,8 @@ Rules, applied until nothing changes (then dead code is removed):
   ``dequantize(q)`` runs on the integers and keeps ``q``'s qparams;
 * a static ``linear``/``conv2d`` reading ``dequantize`` of an activation, of an int8/uint8
   weight (per tensor or per output channel, with or without a zero point) and of an int32 bias
-  -> ``qlinear``/``qconv2d``; a relu (attr or sole relu user) becomes the output clamp; the
+  -> ``qlinear``/``qconv2d`` (an int4 weight, W4A8, is stored packed two per byte with
+  ``weight_dtype="int4"``); a relu (attr or sole relu user) becomes the output clamp; the
   output is the following ``quantize``'s type, or f32 when none follows;
 * a static ``add``/``add_relu`` of two dequantized activations followed by ``quantize`` ->
   ``qadd``; a static ``matmul`` of two -> ``qmatmul``.
@@ -26,9 +27,19 @@ the lowering shifts a ``u8`` weight and its zero point by -128 when it packs the
 import numpy as np
 
 from needle_qc.ir.pattern import Rule, rewrite
+from needle_qc.opset import traits
 from needle_qc.passes import register_pass
-from needle_qc.quantize.annotate import fused_activation, fused_output, mode_of, rename_node
+from needle_qc.quantize.annotate import (
+    fused_activation,
+    fused_output,
+    mode_of,
+    new_param,
+    node_config,
+    rename_node,
+)
+from needle_qc.quantize.lowbit import pack_int4
 from needle_qc.quantize.passes.insert_observers import shares_input_qparams
+from needle_qc.quantize.passes.lstm import fuse_static_cell
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -42,7 +53,7 @@ def _act_source(node):
 
 def _type_key(node):
     qp = node.meta.get("qparams") or {}
-    return node.meta.get("dtype"), qp.get("s"), qp.get("z")
+    return node.meta.get("dtype"), qp.get("s"), qp.get("z"), qp.get("qmin"), qp.get("qmax")
 
 
 def _replace(graph, old_nodes, new, result_of, renamed=None):
@@ -126,6 +137,22 @@ def _weight_parts(w_dq):
     return [w_q, scale, *zp]
 
 
+def _int4_weight(node, parts):
+    """W4A8: ``parts`` with the int4 values (int8 param) replaced by a uint8 param holding them
+    two per byte along the reduction axis (one per weight, shared by its layers), and the
+    ``weight_dtype`` attr; unchanged for 8-bit weights."""
+    cfg = node_config(node)
+    if cfg is None or cfg.weight != "int4":
+        return parts, {}
+    graph, w_q = node.graph, parts[0]
+    name = f"{w_q.name}_int4"
+    if name not in graph._by_name:
+        red = traits(node.op).reduction_axis
+        packed = pack_int4(graph.tensors[w_q.attrs["tensor"]], axis=red)
+        new_param(graph, w_q, name, packed, w_q.meta.get("module_path"))
+    return [graph.node(name), *parts[1:]], {"weight_dtype": "int4"}
+
+
 def _bias_parts(node, x_q, scale):
     """``[b_q]`` for ``dequantize(b_q int32, s_x * s_w)``, ``[]`` without bias, None if unfit."""
     if len(node.inputs) < 3:
@@ -163,8 +190,9 @@ def fuse_layer(node):
     if bias is None:
         return False
     value, quant = _output_of(node)
-    attrs = _with_activation({"dtype": quant.attrs["dtype"] if quant else "float32"},
-                             fused_activation(node))
+    parts, w_attrs = _int4_weight(node, parts)
+    attrs = _with_activation({"dtype": quant.attrs["dtype"] if quant else "float32",
+                              **w_attrs}, fused_activation(node))
     if node.op == "conv2d":
         attrs.update(stride=node.attrs["stride"], padding=node.attrs["padding"])
     op = "qlinear" if node.op == "linear" else "qconv2d"
@@ -207,6 +235,8 @@ RULES = (
     Rule(("linear", "conv2d"), fuse_layer, in_place=True),
     # quantize(add[_relu](dequantize(a), dequantize(b))) -> qadd(a, b); matmul -> qmatmul
     Rule(("add", "add_relu", "matmul"), fuse_activation_op, in_place=True),
+    # lstm_cell(dequantize(quantize(x)), dequantize(quantize(h)), ..) -> qlstm_cell(x, h, ..)
+    Rule("lstm_cell", fuse_static_cell, in_place=True),
 )
 
 

@@ -62,10 +62,11 @@ def _already_observed(value):
 
 
 def _observe(graph, value, cfg):
+    attrs = {"dtype": cfg.activation_dtype, "symmetric": cfg.activation_symmetric}
+    if cfg.reduce_range:  # absent means the full range: observed graphs print as before
+        attrs["reduce_range"] = True
     with graph.inserting_after(value):
-        obs = graph.call("observer", [value], {"dtype": cfg.activation_dtype,
-                                               "symmetric": cfg.activation_symmetric},
-                         name=f"{value.name}_obs")
+        obs = graph.call("observer", [value], attrs, name=f"{value.name}_obs")
     if "module_path" in value.meta:
         obs.meta["module_path"] = value.meta["module_path"]
     value.replace_all_uses_with(obs, except_for=[obs])

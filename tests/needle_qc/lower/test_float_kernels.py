@@ -177,9 +177,9 @@ def test_direct_gemm_gives_the_ndarray_sgemm_bits_above_four_rows(m, k, n):
     np.testing.assert_array_equal(direct_gemm_f32(w)(a), want)
 
 
-def test_fp32_matmul_keeps_the_ndarray_sgemm_past_its_k_block_or_for_padded_panels():
+def test_fp32_matmul_takes_the_direct_gemm_past_its_k_block_and_for_any_column_count():
     from needle_qc.lower.float_ops import F32Matmul
 
-    assert F32Matmul(np.zeros((256, 32), np.float32)).direct is not None
-    assert F32Matmul(np.zeros((257, 32), np.float32)).direct is None  # sgemm's own K split
-    assert F32Matmul(np.zeros((32, 3), np.float32)).direct is None  # panels would pad 3 -> 8
+    for k, n in [(256, 32), (257, 32), (784, 128), (32, 3), (32, 3375)]:
+        mm = F32Matmul(np.zeros((k, n), np.float32))
+        assert mm.direct is not None and mm.nbytes == k * n * 4  # no padded columns kept

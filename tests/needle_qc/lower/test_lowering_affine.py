@@ -46,8 +46,8 @@ def test_fused_affine_layer_compiles_to_the_int8_kernel_bit_exact(kind, kw, case
     cm = assert_compiled_is_reference(fused(g), x)
     row = cm.explain().row("fc")
     assert row["status"].startswith("int8"), row
-    assert row["kernel"].startswith("gemm_u8s8_requant" if kind == "linear"
-                                    else "conv2d_u8s8_requant"), row
+    assert row["kernel"].startswith(("gemm_u8s8_requant",) if kind == "linear" else
+                                    ("conv2d_u8s8_requant", "conv2d_direct_u8s8_requant")), row
     if case not in ("u8 z=128", "i8 z=0"):
         assert "weight zero point applied in kernel" in row["why"], row["why"]
 

@@ -44,7 +44,7 @@ def throwaway():
 def test_builtin_passes_are_registered():
     assert set(list_passes()) >= {"dce", "cse", "fold-constants", "fold-batchnorm",
                                   "fuse-activations", "decompose"}
-    assert FLOAT_PIPELINE == ["fold-batchnorm", "fuse-activations", "cse", "dce"]
+    assert FLOAT_PIPELINE == ["fold-batchnorm", "fuse-activations", "cse", "fuse-lstm-cell", "dce"]
 
 
 @pytest.mark.parametrize("name", ["Bad_Name", "trailing-", "two--dashes", "", 3, "dce"])
@@ -69,7 +69,7 @@ def test_result_reports_changes_and_snapshots_per_pass():
     g = parse(TEXT)
     result = run_passes(g, FLOAT_PIPELINE, snapshots=True)
     assert result.changed == {"fold-batchnorm": False, "fuse-activations": False, "cse": True,
-                              "dce": False}
+                              "fuse-lstm-cell": False, "dce": False}
     assert result.any_changed
     assert str(g) == AFTER_CSE
     assert str(result.snapshots["fold-batchnorm"]) == TEXT

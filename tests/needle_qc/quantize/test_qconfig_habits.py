@@ -52,7 +52,8 @@ def test_preset_with_changes_and_bad_names():
 # ----------------------------------------------------------------------------- early refusals
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(weight="int4", activation="static"), "static activations need int8/uint8"),
+    (dict(weight="int4", activation="static", weight_granularity="per_group"),
+     "W4A8 .* per_channel"),
     (dict(weight="uint4", activation="static"), "static activations need int8/uint8"),
     (dict(weight="int8", activation="static", weight_granularity="per_group"),
      "static activations need .* per tensor or per channel"),
@@ -122,13 +123,63 @@ def test_exclude_paths_matches_whole_paths_and_node_names():
                                                                         by_name))
 
 
+def _float_cells(graph):
+    return len(graph.find("lstm_cell")), len(graph.find("qlstm_cell"))
+
+
+def _dynamic_layers(graph):
+    return len(graph.find("linear_dynamic"))
+
+
 def test_language_model_matmuls_are_linear_layers():
+    # the LSTM's two products are fused into lstm_cell; configs written for them as linear
+    # layers (exclude_ops "linear" / "matmul", module_types "Linear") still apply to the cell
     graph = _graph("lstm_lm")
     kept = qc.quantize_pass(graph, QConfig(weight="int8", activation="dynamic",
                                            exclude_ops=("linear",)))
-    assert _quantized_layers(kept) == []
+    assert _dynamic_layers(kept) == 0 and _float_cells(kept) == (20, 0)
     with pytest.raises(ValueError, match="did you mean 'seq_model'"):
         qc.quantize_pass(graph, QConfig(weight="int8", module_paths={"seq_modl": None}))
+
+
+@pytest.mark.parametrize("exclude", [("lstm_cell",), ("matmul",)])
+def test_exclude_ops_keeps_the_lstm_cell_float(exclude):
+    graph = _graph("lstm_lm")
+    prepared = qc.quantize_pass(graph, QConfig(weight="int8", activation="dynamic",
+                                               exclude_ops=exclude))
+    assert _float_cells(prepared) == (20, 0) and _dynamic_layers(prepared) == 1
+    every = qc.quantize_pass(graph, QConfig(weight="int8", activation="dynamic"))
+    assert _float_cells(every) == (0, 20)
+
+
+def test_lstm_cell_module_type_and_its_old_linear_name():
+    graph = _graph("lstm_lm")
+    dyn = QConfig(weight="int8", activation="dynamic")
+    by_type = qc.quantize_pass(graph, QConfig(weight="int8", activation="dynamic",
+                                              module_types={"LSTM": None}))
+    assert _float_cells(by_type) == (20, 0) and _dynamic_layers(by_type) == 1
+    # written before the fusion: "Linear" configured the cell's products, and still does
+    old = qc.quantize_pass(graph, QConfig(weight="int8", activation="dynamic",
+                                          module_types={"Linear": None}))
+    assert _float_cells(old) == (20, 0) and _dynamic_layers(old) == 0
+    # an entry for the cell's own type wins over the old name
+    both = qc.quantize_pass(graph, QConfig(weight="int8", activation="dynamic",
+                                           module_types={"Linear": None, "LSTM": dyn}))
+    assert _float_cells(both) == (0, 20) and _dynamic_layers(both) == 0
+    by_path = qc.quantize_pass(graph, QConfig(weight="int8", activation="dynamic",
+                                              module_paths={"seq_model": None}))
+    assert _float_cells(by_path) == (20, 0)
+
+
+def test_lstm_cell_names_in_messages():
+    with pytest.raises(ValueError, match="'lstm_cel' is not a quantizable op.*'lstm_cell'"):
+        QConfig(weight="int8", exclude_ops=("lstm_cel",))
+    with pytest.raises(ValueError, match="'lstm_cell' matches no layer.*ops here: conv2d, "
+                                         "linear"):
+        qc.quantize_pass(_graph("small_cnn"), QConfig(weight="int8", exclude_ops=("lstm_cell",)))
+    with pytest.raises(ValueError, match="'LSTMCell' matches no layer.*did you mean 'LSTM'"):
+        qc.quantize_pass(_graph("lstm_lm"), QConfig(weight="int8",
+                                                    module_types={"LSTMCell": None}))
 
 
 def test_exclusions_round_trip_through_json():

@@ -1,4 +1,8 @@
-"""A weight param shared by many layers (the unrolled LSTM cell) is quantized and packed once."""
+"""A weight param shared by many layers (the unrolled LSTM cell) is quantized and packed once.
+
+Under int8 dynamic/static schemes the 20 steps are fused ``qlstm_cell`` nodes reading W_ih and
+W_hh (inputs 3 and 5); under weight-only schemes the cell is decomposed and its two matmuls
+are linear layers, as before the fusion."""
 
 import numpy as np
 import pytest
@@ -6,6 +10,7 @@ import pytest
 import needle_qc as qc
 from needle_qc.capture.tracer import trace
 from needle_qc.quantize.passes import dynamic as dynamic_pass
+from needle_qc.quantize.passes import lstm as lstm_pass
 from needle_qc.quantize.passes import weight_only as weight_only_pass
 from needle_qc.tools import zoo
 
@@ -37,7 +42,7 @@ def _quantized_bytes(graph, suffixes):
 
 def _per_use(monkeypatch):
     """The old behaviour: one quantized copy per use of a weight."""
-    for mod in (weight_only_pass, dynamic_pass):
+    for mod in (weight_only_pass, dynamic_pass, lstm_pass):
         monkeypatch.setattr(mod, "shared_weight", lambda cache, w, cfg, make: make())
 
 
@@ -47,9 +52,20 @@ def test_shared_weight_quantized_once(lstm, name):
     cfg, suffixes, bytes_per_weight = SCHEMES[name]
     q = qc.quantize_pass(graph, cfg)
     assert _quantized_bytes(q, suffixes) == _unique_weight_count(graph) * bytes_per_weight
-    users = [n for n in q.nodes if n.op in ("linear_weight_only", "linear_dynamic")]
-    assert len(users) == 41  # 2 cell matmuls x 20 steps + the output layer
-    assert len({n.inputs[1].name for n in users}) == 3
+    uses = _weight_uses(q)
+    assert len(uses) == 41  # 2 cell products x 20 steps + the output layer
+    assert len(set(uses)) == 3
+
+
+def _weight_uses(graph):
+    """The weight param read by each product: a layer's input 1, a fused cell's 3 and 5."""
+    uses = []
+    for n in graph.nodes:
+        if n.op in ("linear_weight_only", "linear_dynamic", "qlinear"):
+            uses.append(n.inputs[1].name)
+        elif n.op == "qlstm_cell":
+            uses += [n.inputs[3].name, n.inputs[5].name]
+    return uses
 
 
 @pytest.mark.parametrize("name", list(SCHEMES))
@@ -78,10 +94,16 @@ def test_memory_report_counts_shared_weight_once(lstm, name):
     rows = _report_rows(qc.quantize_pass(graph, cfg))
     logical = {"fp16": "float16"}.get(name, "int4" if name == "int4" else "int8")
     assert rows[logical]["weights"] == _unique_weight_count(graph)
-    # the float-kept embedding is reported too, once; the LSTM biases as its qparam bytes
+    # the float-kept embedding is reported too, once; the LSTM biases as qparam bytes: of the
+    # float adds of a decomposed cell, or of the fused int8 cell (with its weight scales)
     lstm_biases = sum(graph.tensors[k].size for k in graph.tensors if "lstm_cells.0.bias" in k)
     assert rows["float32"]["weights"] == graph.tensors["embedding.weight"].size
-    assert rows["float32"]["qparam_bytes"] == 4 * lstm_biases
+    if name == "dyn-int8":
+        scales = 2 * 4 * 128 + 4 * graph.tensors["linear.weight"].shape[1]  # per column
+        bias = 4 * graph.tensors["linear.bias"].size
+        assert rows["int8"]["qparam_bytes"] == 4 * lstm_biases + scales + bias
+    else:
+        assert rows["float32"]["qparam_bytes"] == 4 * lstm_biases
 
 
 def test_fp32_memory_report_counts_every_param_once(lstm):
@@ -100,7 +122,8 @@ def test_static_int8_shares_weight_params_and_packs_once(lstm):
     prepared = qc.quantize_pass(graph, qc.QConfig(weight="int8", activation="static"))
     cal = [zoo.example_input("lstm_lm", batch=2, seed=s) for s in range(2)]
     cm = qc.compile(prepared, calibration=cal, tune_kernels=False, force_int8=True)
-    layers = [n for n in cm.graph.nodes if n.op == "qlinear"]
-    assert len(layers) == 41 and len({n.inputs[1].name for n in layers}) == 3
+    uses = _weight_uses(cm.graph)
+    assert len(uses) == 41 and len(set(uses)) == 3
+    assert len(cm.graph.find("qlstm_cell")) == 20 and len(cm.graph.find("qlinear")) == 1
     assert cm.memory_report().weights["int8"]["weights"] == _unique_weight_count(graph)
     assert np.isfinite(np.asarray(cm(x))).all()

@@ -119,15 +119,20 @@ def test_draw_every_stage(capsys, tmp_path, stage):
 
 
 def test_draw_a_large_graph_against_another_stage(capsys, tmp_path):
-    """lstm_lm's 586-node int8 graph: repeated time steps collapse (a note says so) and the
-    diff against the float graph is drawn in place."""
+    """lstm_lm under int4 weight-only: its fused LSTM cell is decomposed again (a 518-node
+    graph), repeated time steps collapse (a note says so) and the diff against the float
+    graph is drawn in place. Under int8 the 20 fused cells are drawn whole, no note."""
     out = tmp_path / "lstm.dot"
-    assert cli.main(["draw", "lstm_lm", "--stage", "int8", "--compare", "float", "--out",
-                     str(out), "--no-progress", "--calibration-batches", "1"]) == 0
+    assert cli.main(["draw", "lstm_lm", "--stage", "int8", "--compare", "float", "--data-type",
+                     "int4", "--out", str(out), "--no-progress"]) == 0
     text = out.read_text()
     assert "lstm_lm, stage int8 vs float" in text and "more copies of the" in text
-    assert "was matmul" in text and "border = vs older graph" in text
-    assert "note: draw: 586 nodes is over max_nodes=150" in capsys.readouterr().err
+    assert "was linear" in text and "border = vs older graph" in text
+    assert "note: draw: 518 nodes is over max_nodes=150" in capsys.readouterr().err
+    assert cli.main(["draw", "lstm_lm", "--stage", "int8", "--out", str(out), "--no-progress",
+                     "--calibration-batches", "1"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert out.read_text().count("<B>qlstm_cell</B>") == 20
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz 'dot' not installed")
@@ -262,10 +267,18 @@ def test_int4_defaults_to_weight_only(capsys, tmp_path):
     assert "activation none" in capsys.readouterr().out and out.is_file()
 
 
-def test_int4_with_static_activations_is_one_line(capsys, tmp_path):
-    argv = _quantize("--activation", "static", out=tmp_path / "q.nqc")
+def test_int4_with_static_activations_is_w4a8(capsys, tmp_path):
+    out = tmp_path / "q.nqc"
+    argv = _quantize("--activation", "static", out=out)
     argv[argv.index("int8")] = "int4"
-    _fails_with(capsys, argv, r"static.*int4")
+    assert cli.main(argv) == 0
+    assert "weight int4, activation static" in capsys.readouterr().out and out.is_file()
+
+
+def test_fp16_with_static_activations_is_one_line(capsys, tmp_path):
+    argv = _quantize("--activation", "static", out=tmp_path / "q.nqc")
+    argv[argv.index("int8")] = "fp16"
+    _fails_with(capsys, argv, r"weight-only.*static")
 
 
 @pytest.mark.parametrize("where", ["directory", "missing folder", "proc", "dev full"])

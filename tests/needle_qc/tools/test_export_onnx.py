@@ -274,3 +274,44 @@ def test_cli_uint8_weights(tmp_path):
                  "--calibration-batches", "1"]) == 0
     weights = [t for t in onnx.load(str(path)).graph.initializer if len(t.dims) == 4]
     assert weights and all(t.data_type == onnx.TensorProto.UINT8 for t in weights)
+
+
+def _lstm_gate_probe(model, step_name):
+    """``model`` also returning the pre-activation gates of the cell named ``step_name``."""
+    node = next(n for n in model.graph.node if n.op_type == "Split" and
+                n.name.startswith(f"{step_name}_gate/"))
+    return _with_outputs(model, [(node.input[0], onnx.TensorProto.FLOAT)]), node.input[0]
+
+
+def test_dynamic_lstm_cells_export_their_exact_integer_parts():
+    from needle_qc.opset import recurrent_eval as reval
+
+    graph = exportable_graph(_prepared("lstm_lm", "int8-dyn"))
+    model = export_onnx(graph)
+    ops = [n.op_type for n in model.graph.node]
+    # 2 products x 20 cells + the output layer, all integer; the cell's weights stored once
+    assert ops.count("MatMulInteger") == ops.count("DynamicQuantizeLinear") == 41
+    assert "MatMul" not in ops and ops.count("Sigmoid") == 60
+    cell_weights = [t for t in model.graph.initializer if list(t.dims) == [32, 128]]
+    assert [t.data_type for t in cell_weights] == [onnx.TensorProto.UINT8] * 2
+    probe, gates_name = _lstm_gate_probe(model, "lstm_cell")
+    x = _input("lstm_lm")
+    got = _session(probe, optimize=True).run([gates_name], {"x": x})[0]
+    _, seen = _run_ours(graph, x)
+    cell = graph.node("lstm_cell")
+    w_ih, s_ih, w_hh, s_hh, b_ih, b_hh = (graph.tensors[n.attrs["tensor"]]
+                                          for n in cell.inputs[3:])
+    x0 = seen[cell.inputs[0].name]
+    want = reval.qlstm_gates(x0, np.zeros((x0.shape[0], 32), np.float32), w_ih, s_ih, w_hh,
+                             s_hh, [b_ih, b_hh])
+    np.testing.assert_array_equal(got, want)  # the float gate functions are ORT's own after
+
+
+def test_static_lstm_cells_keep_int8_weights():
+    for stage in (_prepared("lstm_lm", "int8-static"), qc.compile(_prepared("lstm_lm",
+                                                                            "int8-static"))):
+        model = export_onnx(stage)
+        cell_weights = [t for t in model.graph.initializer if list(t.dims) == [32, 128]]
+        assert [t.data_type for t in cell_weights] == [onnx.TensorProto.INT8] * 2
+        ops = [n.op_type for n in model.graph.node]
+        assert ops.count("QuantizeLinear") >= 40 and ops.count("MatMul") == 41

@@ -212,7 +212,8 @@ def test_plots_of_synthetic_rows(tmp_path):
 
 def test_plots_skip_a_model_without_usable_rows(tmp_path):
     rep = Report([ReportRow("toy", "int8-w", "t", error="ValueError: x")], [], {})
-    assert plots.plot_all(rep, str(tmp_path)) == {"pareto": [], "layers": [], "latency": []}
+    assert plots.plot_all(rep, str(tmp_path)) == {"pareto": [], "layers": [], "latency": [],
+                                                  "plan": []}
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from needle_qc.tools.viz import (
     draw,
     sqnr_fill,
     to_dot,
+    type_text,
 )
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
@@ -234,7 +235,7 @@ def zoo_stages():
 @pytest.mark.parametrize("name", ["mlp", "small_cnn", "resnet9", "lstm_lm", "transformer_lm"])
 def test_every_zoo_model_draws_at_every_stage(zoo_stages, name, tmp_path):
     """Each stage of each zoo model is drawn (PNG, or DOT source without graphviz) within the
-    box cap that keeps graphviz to seconds (lstm_lm's 586-node int8 graph included)."""
+    box cap that keeps graphviz to seconds (lstm_lm's 516-node traced graph included)."""
     stages = zoo_stages(name)
     for stage in ("float", "observed", "qdq", "int8"):
         view = build(stages[stage])
@@ -244,9 +245,13 @@ def test_every_zoo_model_draws_at_every_stage(zoo_stages, name, tmp_path):
             written = draw(stages[stage], tmp_path / f"{name}_{stage}.png",
                            compare=stages["float"] if stage == "int8" else None)
         assert written.stat().st_size > 0, (name, stage)
-    if name == "lstm_lm":
-        assert len(stages["int8"].nodes) > 500 and any(
-            b.kind == "repeat" for b in build(stages["int8"]).boxes)
+    if name == "lstm_lm":  # traced: 20 unrolled steps collapse; int8: 20 fused cells, whole
+        assert len(stages["float"].nodes) > 500 and any(
+            b.kind == "repeat" for b in build(stages["float"]).boxes)
+        int8 = build(stages["int8"])
+        assert sum(b.node.op == "qlstm_cell" for b in int8.boxes if b.kind == "node") == 20
+        assert not int8.notes and "(f32[N,32], f32[N,32])" in type_text(
+            stages["int8"].find("qlstm_cell")[0])
 
 
 # ----------------------------------------------------------------------------- files

@@ -147,9 +147,9 @@ def test_per_tensor_weights_have_a_scalar_scale():
     assert qdq.tensors["fc1.bias_scale"].shape == (8,)
 
 
-def test_static_int4_is_refused_when_the_config_is_built():
-    with pytest.raises(ValueError, match="static activations need int8/uint8 weights.*int4"):
-        QConfig(weight="int4", activation="static")
+def test_static_group_wise_int4_is_refused_when_the_config_is_built():
+    with pytest.raises(ValueError, match="W4A8 .* per_channel"):
+        QConfig(weight="int4", activation="static", weight_granularity="per_group")
 
 
 def test_bias_overflow_names_the_layer():

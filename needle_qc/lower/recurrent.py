@@ -1,0 +1,101 @@
+"""Builders of the fused LSTM step: ``lstm_cell`` (fp32) and ``qlstm_cell`` (int8), one native
+call each (``csrc/quant/cpu/lstm_cell.h``); weights laid out once per shared weight param."""
+
+import numpy as np
+
+from needle_qc.errors import IRError
+from needle_qc.lower.common import INT32_MAX, _weight_record, accumulator_bound
+from needle_qc.lower.program import Impl
+from needle_qc.lower.registry import builder
+from needle_qc.opset.recurrent import static_qparams
+
+QRANGE = {"uint8": (0, 255), "int8": (-128, 127)}
+
+
+def _f32_consts(ctx, nodes):
+    arrays = [ctx.const(n) for n in nodes]
+    if any(a is None or a.dtype != np.float32 for a in arrays):
+        return None
+    return [np.ascontiguousarray(a).reshape(-1) if a.ndim != 2 else np.ascontiguousarray(a)
+            for a in arrays]
+
+
+def _inputs(ctx, node, count):
+    return [ctx.value(i, "logical") for i in node.inputs[:count]]
+
+
+@builder("lstm_cell")
+def build_lstm_cell(ctx, node):
+    """The fp32 step in one call: both products (the direct GEMM's FMA chains) and the tail."""
+    kernels = ctx.cpu_kernels
+    if not hasattr(kernels, "lstm_cell_f32") or node.inputs[0].meta.get("dtype") != "float32":
+        return None
+    consts = _f32_consts(ctx, node.inputs[3:])
+    if consts is None:
+        return None
+    w_ih, w_hh, *biases = consts
+    b_ih, b_hh = biases or (None, None)
+    order = node.attrs["gate_order"]
+    return Impl("lstm cell f32 (C++, AVX2 FMA)", "gates GEMMs + gate tail in one call",
+                lambda x, h, c: kernels.lstm_cell_f32(x, h, c, w_ih, w_hh, b_ih, b_hh, order),
+                _inputs(ctx, node, 3))
+
+
+def _packed(ctx, node, kernels):
+    """The packed int8 weights, scales and biases, built once per weight param pair."""
+    w_ih, s_ih, w_hh, s_hh = (ctx.const(i) for i in node.inputs[3:7])
+    biases = [ctx.const(i) for i in node.inputs[7:]]
+    if any(a is None for a in (w_ih, s_ih, w_hh, s_hh, *biases)):
+        return None
+    for name, w in (("W_ih", w_ih), ("W_hh", w_hh)):
+        bound = accumulator_bound(w.shape[0], (-255, 255), w)
+        if bound > INT32_MAX:
+            raise IRError(f"%{node.name}: {name} products may reach {bound} > 2^31 - 1")
+    made = []
+
+    def make():
+        made.append(True)
+        return (kernels.pack_lstm_s8(np.ascontiguousarray(w_ih, np.int8)),
+                np.ascontiguousarray(s_ih, np.float32).reshape(-1),
+                kernels.pack_lstm_s8(np.ascontiguousarray(w_hh, np.int8)),
+                np.ascontiguousarray(s_hh, np.float32).reshape(-1),
+                [np.ascontiguousarray(b, np.float32).reshape(-1) for b in biases])
+
+    packed = ctx.packed_once("qlstm", node, make)
+    records = []
+    if made:  # the first cell of a shared weight accounts for it
+        count = w_ih.size + w_hh.size
+        qparam = sum(a.nbytes for a in (packed[1], packed[3], *packed[4]))
+        records = [_weight_record(node, "int8", count, packed[0].nbytes + packed[2].nbytes,
+                                  qparam)]
+    return packed, records
+
+
+def _qparams(attrs):
+    x_qp, h_qp = static_qparams(attrs)
+    if x_qp is None:
+        return None, None
+    return tuple((float(np.float32(s)), int(z), *QRANGE[dt]) for s, z, dt in (x_qp, h_qp))
+
+
+@builder("qlstm_cell")
+def build_qlstm_cell(ctx, node):
+    """The int8 step in one call: x and h quantized, exact int32 products (the int8 weights,
+    1 byte each, widened to int16 pairs for madd), float32 gates; bit-identical to the op
+    table's evaluation."""
+    kernels = ctx.cpu_kernels
+    if not hasattr(kernels, "qlstm_cell"):
+        return None
+    found = _packed(ctx, node, kernels)
+    if found is None:
+        return None
+    (w_ih, s_ih, w_hh, s_hh, biases), records = found
+    b_ih, b_hh = biases or (None, None)
+    order = node.attrs["gate_order"]
+    x_qp, h_qp = _qparams(node.attrs)
+    mode = "dynamic" if x_qp is None else "static"
+    return Impl(f"qlstm cell int8 {mode} (C++, AVX2 madd)",
+                "int8 gate GEMMs + float gate tail in one call",
+                lambda x, h, c: kernels.qlstm_cell(x, h, c, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh,
+                                                   order, x_qp, h_qp),
+                _inputs(ctx, node, 3), kind="int8", weights=records)
