@@ -48,6 +48,7 @@ import numpy as np
 
 from needle_qc import opset
 from needle_qc.lower import common as lowering_common
+from needle_qc.lower.recurrent import with_layers
 from needle_qc.lower.walk import _Lowering
 
 TARGETS = ("cpu", "cuda", "reference")
@@ -78,7 +79,7 @@ def lower(graph, target="cpu", *, choices=None):
         raise ValueError(f"lower: target={target!r}; valid: {list(TARGETS)}")
     if target == "cuda":
         _require_cuda()
-    ctx = _Lowering(graph, target)
+    ctx = _Lowering(with_layers(graph), target)  # LSTM steps -> one call per layer
     program = ctx.run()
     for step in program.steps:
         wanted = (choices or {}).get(step.node)

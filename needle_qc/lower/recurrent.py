@@ -1,5 +1,7 @@
-"""Builders of the fused LSTM step: ``lstm_cell`` (fp32) and ``qlstm_cell`` (int8), one native
-call each (``csrc/quant/cpu/lstm_cell.h``); weights laid out once per shared weight param."""
+"""Builders of the fused LSTM step and layer: ``lstm_cell`` / ``lstm_layer`` (fp32) and
+``qlstm_cell`` / ``qlstm_layer`` (int8), one native call each (``csrc/quant/cpu/lstm_cell.h``);
+weights laid out once per shared weight param. :func:`with_layers` is the lowering's
+``fuse-lstm-layer`` on a copy (the caller's graph keeps its cells)."""
 
 import numpy as np
 
@@ -7,7 +9,9 @@ from needle_qc.errors import IRError
 from needle_qc.lower.common import INT32_MAX, _weight_record, accumulator_bound
 from needle_qc.lower.program import Impl
 from needle_qc.lower.registry import builder
-from needle_qc.opset.recurrent import static_qparams
+from needle_qc.opset.recurrent import STATIC_KEYS, static_qparams
+from needle_qc.passes import run_passes
+from needle_qc.passes.fuse_lstm_layer import has_layers
 
 QRANGE = {"uint8": (0, 255), "int8": (-128, 127)}
 
@@ -24,21 +28,50 @@ def _inputs(ctx, node, count):
     return [ctx.value(i, "logical") for i in node.inputs[:count]]
 
 
-@builder("lstm_cell")
-def build_lstm_cell(ctx, node):
-    """The fp32 step in one call: both products (the direct GEMM's FMA chains) and the tail."""
+def with_layers(graph):
+    """``graph`` with each chain of LSTM steps over one split as one ``lstm_layer`` /
+    ``qlstm_layer`` (a copy; ``graph`` itself when there is none, e.g. an observed graph)."""
+    if not has_layers(graph):
+        return graph
+    fused = graph.copy()
+    run_passes(fused, ["fuse-lstm-layer"])
+    return fused
+
+
+def _f32_cell(ctx, node, kernel):
+    """``(kernel, args after x, h, c)`` of an fp32 cell or layer, or None."""
     kernels = ctx.cpu_kernels
-    if not hasattr(kernels, "lstm_cell_f32") or node.inputs[0].meta.get("dtype") != "float32":
+    if not hasattr(kernels, kernel) or node.inputs[0].meta.get("dtype") != "float32":
         return None
     consts = _f32_consts(ctx, node.inputs[3:])
     if consts is None:
         return None
     w_ih, w_hh, *biases = consts
     b_ih, b_hh = biases or (None, None)
-    order = node.attrs["gate_order"]
+    return getattr(kernels, kernel), (w_ih, w_hh, b_ih, b_hh, node.attrs["gate_order"])
+
+
+@builder("lstm_cell")
+def build_lstm_cell(ctx, node):
+    """The fp32 step in one call: both products (the direct GEMM's FMA chains) and the tail."""
+    found = _f32_cell(ctx, node, "lstm_cell_f32")
+    if found is None:
+        return None
+    kernel, args = found
     return Impl("lstm cell f32 (C++, AVX2 FMA)", "gates GEMMs + gate tail in one call",
-                lambda x, h, c: kernels.lstm_cell_f32(x, h, c, w_ih, w_hh, b_ih, b_hh, order),
-                _inputs(ctx, node, 3))
+                lambda x, h, c: kernel(x, h, c, *args), _inputs(ctx, node, 3))
+
+
+@builder("lstm_layer")
+def build_lstm_layer(ctx, node):
+    """The fp32 layer in one call: x W_ih of all T steps first, then the recurrence (each sum
+    the same FMA chain as the cell's, so the cells' bits)."""
+    found = _f32_cell(ctx, node, "lstm_layer_f32")
+    if found is None:
+        return None
+    kernel, args = found
+    return Impl("lstm layer f32 (C++, AVX2 FMA)", "T steps in one call, x products batched",
+                lambda xs, h, c: kernel(xs, h, c, *args), _inputs(ctx, node, 3))
 
 
 def _packed(ctx, node, kernels):
@@ -78,6 +111,15 @@ def _qparams(attrs):
     return tuple((float(np.float32(s)), int(z), *QRANGE[dt]) for s, z, dt in (x_qp, h_qp))
 
 
+def _step_qparams(attrs):
+    """A static layer's ``([x qparams per step], [h qparams per step])``, or (None, None)."""
+    if attrs.get("x_scale") is None:
+        return None, None
+    steps = [_qparams({**attrs, **{k: attrs[k][t] for k in STATIC_KEYS}})
+             for t in range(len(attrs["x_scale"]))]
+    return [x for x, _ in steps], [h for _, h in steps]
+
+
 @builder("qlstm_cell")
 def build_qlstm_cell(ctx, node):
     """The int8 step in one call: x and h quantized, exact int32 products (the int8 weights,
@@ -98,4 +140,26 @@ def build_qlstm_cell(ctx, node):
                 "int8 gate GEMMs + float gate tail in one call",
                 lambda x, h, c: kernels.qlstm_cell(x, h, c, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh,
                                                    order, x_qp, h_qp),
+                _inputs(ctx, node, 3), kind="int8", weights=records)
+
+
+@builder("qlstm_layer")
+def build_qlstm_layer(ctx, node):
+    """The int8 layer in one call: each x_t quantized with its step's qparams, the integer
+    x products of all T steps first, then the recurrence; the cells' bits."""
+    kernels = ctx.cpu_kernels
+    if not hasattr(kernels, "qlstm_layer"):
+        return None
+    found = _packed(ctx, node, kernels)
+    if found is None:
+        return None
+    (w_ih, s_ih, w_hh, s_hh, biases), records = found
+    b_ih, b_hh = biases or (None, None)
+    order = node.attrs["gate_order"]
+    x_qps, h_qps = _step_qparams(node.attrs)
+    mode = "dynamic" if x_qps is None else "static"
+    return Impl(f"qlstm layer int8 {mode} (C++, AVX2 madd)",
+                "T steps in one call, integer x products batched",
+                lambda xs, h, c: kernels.qlstm_layer(xs, h, c, w_ih, s_ih, w_hh, s_hh, b_ih,
+                                                     b_hh, order, x_qps, h_qps),
                 _inputs(ctx, node, 3), kind="int8", weights=records)

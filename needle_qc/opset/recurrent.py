@@ -13,6 +13,12 @@ per call (``x_scale`` None: DynamicQuantizeLinear u8) or with calibrated qparams
 two products are exact int32 sums, and the gate math is float32
 (:mod:`needle_qc.opset.recurrent_eval` holds the formulas the native kernel matches bit for
 bit). Input and output stay float: the cell is a layer of a float recurrence, as in ORT.
+
+``lstm_layer(xs, h0, c0, W_ih, W_hh[, b_ih, b_hh])`` and ``qlstm_layer(xs, h0, c0, W_ih_q, s_ih,
+W_hh_q, s_hh[, b_ih, b_hh])`` are T such steps chained (one layer of Needle's LSTM, as the
+``fuse-lstm-layer`` pass finds it): xs ``(T, N, I)`` -> ``(hs (T, N, H), h_T, c_T)``; their
+evaluation runs the cell's evaluation T times, so the numbers are the chained cells'. A static
+``qlstm_layer`` holds each step's qparams: ``x_scale`` etc. are T-tuples.
 """
 
 from needle_qc.errors import IRError
@@ -75,7 +81,38 @@ def qlstm_cell_rule(metas, attrs):
     return [(h, "float32"), (h, "float32")]
 
 
+def _layer_shapes(metas, attrs, op, cell_rule):
+    (xs, dt), (h, _) = _meta(metas, 0), _meta(metas, 1)
+    if len(xs) != 3 or not isinstance(xs[0], int) or xs[0] < 1:
+        raise IRError(f"{op}: xs{xs}: want (T, N, I) with a fixed T >= 1")
+    step = [{**metas[0], "shape": xs[1:]}, *metas[1:]]
+    cell_rule(step, step_attrs(attrs, 0))
+    for key in STATIC_KEYS:
+        if attrs.get(key) is not None and len(attrs[key]) != xs[0]:
+            raise IRError(f"{op}: {key} has {len(attrs[key])} values for {xs[0]} steps")
+    return [((xs[0], *h), dt), (h, dt), (h, dt)]
+
+
+def lstm_layer_rule(metas, attrs):
+    """xs (T, N, I), h0 and c0 (N, H), the cell's weights -> (hs (T, N, H), h_T, c_T)."""
+    return _layer_shapes(metas, attrs, "lstm_layer", lstm_cell_rule)
+
+
+def qlstm_layer_rule(metas, attrs):
+    """xs (T, N, I) f32, h0, c0, the int8 cell's weights -> (hs, h_T, c_T) f32; static qparams
+    one per step."""
+    return _layer_shapes(metas, attrs, "qlstm_layer", qlstm_cell_rule)
+
+
 # ----------------------------------------------------------------------------- evaluation
+
+STATIC_KEYS = ("x_scale", "x_zero_point", "h_scale", "h_zero_point")
+"""A static ``qlstm_layer``'s per-step attrs (T-tuples; a ``qlstm_cell``'s single values)."""
+
+
+def step_attrs(attrs, t):
+    """The cell attrs of step ``t`` of a layer."""
+    return {k: (v[t] if k in STATIC_KEYS and v is not None else v) for k, v in attrs.items()}
 
 
 def _op(name, ctx, *inputs, **attrs):
@@ -123,6 +160,20 @@ def _eval_qlstm_cell(inputs, attrs, ctx):
                fw.tensor(c_new, ctx.device, "float32"))
 
 
+def _eval_layer(cell_op):
+    def evaluate(inputs, attrs, ctx):
+        xs, h, c, *weights = inputs
+        items = _op("split", ctx, xs, axis=0)
+        hs = []
+        for t in range(xs.shape[0]):
+            x = _op("tuple_get_item", ctx, items, index=t)
+            step = _op(cell_op, ctx, x, h, c, *weights, **step_attrs(attrs, t))
+            h, c = (_op("tuple_get_item", ctx, step, index=k) for k in (0, 1))
+            hs.append(h)
+        return _op("make_tuple", ctx, _op("stack", ctx, *hs, axis=0), h, c)
+    return evaluate
+
+
 # ----------------------------------------------------------------------------- the rows
 
 _row("lstm_cell", (5, 7), {"gate_order": "str"}, lstm_cell_rule,
@@ -138,3 +189,15 @@ _row("qlstm_cell", (7, 9),
      "static x_/h_ qparams), int8 weights per column, exact int32 products, "
      "float32 gates (recurrent_eval's gate functions) -> (h', c') f32.",
      _eval_qlstm_cell, gate_order="ifgo", traits=Traits(integer=True, weight_input=3))
+_row("lstm_layer", (5, 7), {"gate_order": "str"}, lstm_layer_rule,
+     "One LSTM layer, T chained lstm_cell steps (xs (T, N, I), h0, c0, W_ih, W_hh[, b_ih, "
+     "b_hh]) -> (hs (T, N, H), h_T, c_T); evaluates lstm_cell T times (the same bits).",
+     _eval_layer("lstm_cell"), gate_order="ifgo",
+     traits=Traits(module_type="LSTM", weight_input=3))
+_row("qlstm_layer", (7, 9),
+     {"gate_order": "str", "x_scale": "any", "x_zero_point": "any", "h_scale": "any",
+      "h_zero_point": "any", "dtype": "str?"}, qlstm_layer_rule,
+     "int8 LSTM layer, T chained qlstm_cell steps -> (hs, h_T, c_T) f32; static x_/h_ "
+     "qparams one per step (T-tuples) or None (dynamic); evaluates qlstm_cell T times.",
+     _eval_layer("qlstm_cell"), gate_order="ifgo", x_scale=None, x_zero_point=None,
+     h_scale=None, h_zero_point=None, traits=Traits(integer=True, weight_input=3))

@@ -27,6 +27,7 @@ BUILTIN_MODULES = (
     "needle_qc.passes.cse", "needle_qc.passes.dce", "needle_qc.passes.decompose",
     "needle_qc.passes.fold_batchnorm", "needle_qc.passes.fold_constants",
     "needle_qc.passes.fuse_activations", "needle_qc.passes.fuse_lstm",
+    "needle_qc.passes.fuse_lstm_layer",
     "needle_qc.quantize.passes.convert", "needle_qc.quantize.passes.lstm",
     "needle_qc.quantize.passes.dynamic", "needle_qc.quantize.passes.fuse_qdq",
     "needle_qc.quantize.passes.insert_observers", "needle_qc.quantize.passes.weight_only",

@@ -15,8 +15,11 @@ Sigmoid, Tanh, Mul (so ORT computes what our fp32 does, its own sigmoid/tanh asi
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
+from needle_qc.opset.recurrent import step_attrs
 from needle_qc.tools.onnx_builder import int_dtype
 
 
@@ -125,7 +128,10 @@ def _dynamic_product(b, node, v, role, w_node, s_node):
 
 
 def _qlstm_cell(b, node):
-    x, h, c = (b.value(n) for n in node.inputs[:3])
+    return _qlstm_math(b, node, *(b.value(n) for n in node.inputs[:3]))
+
+
+def _qlstm_math(b, node, x, h, c):
     biases = [b.value(n) for n in node.inputs[7:]]
     if node.attrs.get("x_scale") is not None:
         return _static_qlstm(b, node, x, h, c, biases)
@@ -135,5 +141,31 @@ def _qlstm_cell(b, node):
     return _tail(b, node, _add_biases(b, node, gates, biases), c)
 
 
-LSTM_EMITTERS = {"lstm_cell": _lstm_cell, "qlstm_cell": _qlstm_cell}
+def _lstm_math(b, node, x, h, c):
+    w_ih, w_hh, *biases = (b.value(n) for n in node.inputs[3:])
+    return _cell_math(b, node, x, h, c, w_ih, w_hh, biases)
+
+
+def _layer(step_math):
+    """Emitter of ``lstm_layer`` / ``qlstm_layer``: the T steps written out as the cells are
+    (Split/Squeeze of xs, each step's cell ops, Unsqueeze/Concat of the h's)."""
+    def emit(b, node):
+        xs, name = node.inputs[0], node.name
+        steps = xs.meta["shape"][0]
+        axes = b.const(np.array([0], np.int64), f"{name}_axis")
+        parts = b.op("Split", [b.value(xs)], f"{name}_part", n_out=steps, axis=0,
+                     num_outputs=steps)
+        h, c, hs = b.value(node.inputs[1]), b.value(node.inputs[2]), []
+        for t, part in enumerate([parts] if steps == 1 else parts):
+            step = SimpleNamespace(name=f"{name}_{t}", inputs=node.inputs,
+                                   attrs=step_attrs(node.attrs, t))
+            x = b.op("Squeeze", [part, axes], f"{name}_x{t}")
+            h, c = step_math(b, step, x, h, c)
+            hs.append(b.op("Unsqueeze", [h, axes], f"{name}_hs{t}"))
+        return [b.op("Concat", hs, f"{name}_hs", axis=0), h, c]
+    return emit
+
+
+LSTM_EMITTERS = {"lstm_cell": _lstm_cell, "qlstm_cell": _qlstm_cell,
+                 "lstm_layer": _layer(_lstm_math), "qlstm_layer": _layer(_qlstm_math)}
 """Recurrent op -> emitter (merged into :data:`needle_qc.tools.onnx_ops.EMITTERS`)."""

@@ -9,6 +9,17 @@
 
 namespace needle_qc {
 
+// d.off from the gate order (a permutation of "ifgo").
+inline void gate_offsets(const std::string& order, LstmDims& d) {
+  const std::string roles = "ifgo";
+  for (size_t r = 0; r < 4; ++r) {
+    const size_t at = order.size() == 4 ? order.find(roles[r]) : std::string::npos;
+    if (at == std::string::npos)
+      bad_arg("gate_order", "'" + order + "' is not a permutation of 'ifgo'");
+    d.off[r] = at * d.hidden;
+  }
+}
+
 // x [N, I], h and c [N, H] fp32, the gate order (a permutation of "ifgo") and the outputs.
 struct LstmIo {
   py::array_t<float, py::array::c_style> x, h, c;
@@ -25,15 +36,35 @@ struct LstmIo {
     io.d.n = io.x.shape(0);
     io.d.in = io.x.shape(1);
     io.d.hidden = io.h.shape(1);
-    const std::string roles = "ifgo";
-    for (size_t r = 0; r < 4; ++r) {
-      const size_t at = order.size() == 4 ? order.find(roles[r]) : std::string::npos;
-      if (at == std::string::npos)
-        bad_arg("gate_order", "'" + order + "' is not a permutation of 'ifgo'");
-      io.d.off[r] = at * io.d.hidden;
-    }
+    gate_offsets(order, io.d);
     io.h_out = py::array_t<float>({io.x.shape(0), io.h.shape(1)});
     io.c_out = py::array_t<float>({io.x.shape(0), io.h.shape(1)});
+    return io;
+  }
+};
+
+// A layer: xs [T, N, I], h0 and c0 [N, H] fp32, the gate order; outputs hs [T, N, H], h, c.
+struct LstmSeqIo {
+  py::array_t<float, py::array::c_style> xs, h0, c0;
+  py::array_t<float> hs, h_out, c_out;
+  LstmDims d;
+  size_t steps;
+
+  static LstmSeqIo parse(const py::handle& xs_obj, const py::handle& h_obj,
+                         const py::handle& c_obj, const std::string& order) {
+    LstmSeqIo io{as_array<float>(xs_obj, "xs", 3), as_array<float>(h_obj, "h0", 2),
+                 as_array<float>(c_obj, "c0", 2), {}, {}, {}, {}, 0};
+    if (io.h0.shape(0) != io.xs.shape(1) || io.c0.shape(0) != io.xs.shape(1) ||
+        io.c0.shape(1) != io.h0.shape(1))
+      bad_arg("xs/h0/c0", "expected xs [T, N, I] and h0, c0 [N, H]");
+    io.steps = io.xs.shape(0);
+    io.d.n = io.xs.shape(1);
+    io.d.in = io.xs.shape(2);
+    io.d.hidden = io.h0.shape(1);
+    gate_offsets(order, io.d);
+    io.hs = py::array_t<float>({io.xs.shape(0), io.xs.shape(1), io.h0.shape(1)});
+    io.h_out = py::array_t<float>({io.xs.shape(1), io.h0.shape(1)});
+    io.c_out = py::array_t<float>({io.xs.shape(1), io.h0.shape(1)});
     return io;
   }
 };

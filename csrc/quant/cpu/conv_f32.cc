@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "quant/cpu/parallel.h"
@@ -65,38 +66,134 @@ ConvTileFn scalar_for(size_t mr) {
   }
 }
 
-// (n, oh, ow) of an output pixel, advanced one pixel at a time (no divisions per pixel:
-// they cost more than the tile's own work on a 1-channel input).
-struct Pixel {
-  size_t n, oh, ow;
-  void next(const ConvF32Shape& s) {
-    if (++ow < s.ow) return;
-    ow = 0;
-    if (++oh < s.oh) return;
-    oh = 0;
-    ++n;
-  }
+template <size_t MR, size_t NR>
+void seg_tile_scalar(const ConvSegIn& in, const ConvSegOut& out) {
+  float acc[MR * NR] = {};
+  for (size_t s = 0; s < in.segs; ++s)
+    for (size_t i = 0; i < in.len; ++i) {
+      const float* wk = in.w0 + s * in.wstride + i * NR;
+      for (size_t r = 0; r < MR; ++r) {
+        const float a = in.pixels[r][s * in.xstride + i];
+        for (size_t j = 0; j < NR; ++j) acc[r * NR + j] = std::fma(a, wk[j], acc[r * NR + j]);
+      }
+    }
+  for (size_t r = 0; r < MR; ++r)
+    for (size_t j = 0; j < out.cols; ++j) {
+      float v = acc[r * NR + j];
+      if (out.bias) v = v + out.bias[j];
+      if (out.relu) v = std::max(v, 0.0f);
+      out.ys[r][out.col0 + j] = v;
+    }
+}
+
+template <size_t NR, size_t... M>
+ConvSegTileFn seg_scalar_for(size_t mr, std::index_sequence<M...>) {
+  static constexpr ConvSegTileFn tiles[] = {seg_tile_scalar<M + 1, NR>...};
+  return mr >= 1 && mr <= sizeof...(M) ? tiles[mr - 1] : nullptr;
+}
+
+// Output rows (or columns) whose windows have the same taps [lo, hi) inside the image along
+// that axis; `outs` lists them in order.
+struct AxisClass {
+  size_t lo, hi;
+  std::vector<size_t> outs;
 };
 
-// Row pointers of output pixel px: one per tap (kh, kw), `zeros` where the tap is padding;
-// `offsets` are the taps' distances from the window's corner (the common, interior case).
-void pixel_rows(const float* x, const float* zeros, const ConvF32Shape& s,
-                const std::vector<size_t>& offsets, const Pixel& px, const float** out) {
-  const size_t ow = px.ow, oh = px.oh, n = px.n;
-  const long ih0 = static_cast<long>(oh * s.stride) - static_cast<long>(s.pad);
-  const long iw0 = static_cast<long>(ow * s.stride) - static_cast<long>(s.pad);
-  const long h = static_cast<long>(s.h), w = static_cast<long>(s.w), k = static_cast<long>(s.k);
-  if (ih0 >= 0 && iw0 >= 0 && ih0 + k <= h && iw0 + k <= w) {
-    const float* corner = x + ((n * s.h + ih0) * s.w + iw0) * s.cin;
-    for (size_t t = 0; t < offsets.size(); ++t) out[t] = corner + offsets[t];
-    return;
+std::vector<AxisClass> axis_classes(size_t in, size_t out, const ConvF32Shape& s) {
+  std::vector<AxisClass> classes;
+  for (size_t o = 0; o < out; ++o) {
+    const long start = static_cast<long>(o * s.stride) - static_cast<long>(s.pad);
+    const long k = static_cast<long>(s.k);
+    const long lo = std::min(k, std::max(0L, -start));
+    const long hi = std::max(lo, std::min(k, static_cast<long>(in) - start));
+    auto same = [&](const AxisClass& c) { return c.lo == size_t(lo) && c.hi == size_t(hi); };
+    auto it = std::find_if(classes.begin(), classes.end(), same);
+    if (it == classes.end()) it = classes.insert(classes.end(), {size_t(lo), size_t(hi), {}});
+    it->outs.push_back(o);
   }
-  for (long kh = 0; kh < k; ++kh)
-    for (long kw = 0; kw < k; ++kw) {
-      const long ih = ih0 + kh, iw = iw0 + kw;
-      const bool in = ih >= 0 && iw >= 0 && ih < h && iw < w;
-      *out++ = in ? x + ((n * s.h + ih) * s.w + iw) * s.cin : zeros;
+  return classes;
+}
+
+// The output pixels [n] x rows.outs x cols.outs whose windows share one in-image tap set, in
+// that order; `first_tile` is the index of its first tile in the whole call.
+struct PixelGroup {
+  const AxisClass *rows, *cols;
+  size_t pixels, first_tile;
+};
+
+// Everything the tiles of one call share.
+struct ConvJob {
+  const float* x;
+  const float* packed;
+  const float* bias;  // zero-padded to whole panels, or null
+  bool relu;
+  ConvF32Shape s;
+  size_t nr, mr, panels, depth;
+  ConvSegTileFn tiles[12];  // [m - 1]: the tile of m rows, m <= mr
+  float* y;
+};
+
+// Walks the pixels of the groups in order, tile by tile: (group, image, row, column) advanced
+// one pixel at a time (divisions per tile cost as much as a tile of a 1-channel conv).
+class PixelCursor {
+ public:
+  PixelCursor(const std::vector<PixelGroup>& groups, size_t tile, size_t mr) : mr_(mr) {
+    g_ = std::upper_bound(groups.begin(), groups.end(), tile,
+                          [](size_t t, const PixelGroup& pg) { return t < pg.first_tile; }) - 1;
+    const size_t m0 = (tile - g_->first_tile) * mr, nb = g_->cols->outs.size();
+    ib_ = m0 % nb;
+    ia_ = (m0 / nb) % g_->rows->outs.size();
+    img_ = m0 / (nb * g_->rows->outs.size());
+    left_ = g_->pixels - m0;
+  }
+
+  // The next tile's pixels (first in-image tap) and outputs; returns its pixel count.
+  size_t next(const ConvJob& job, const float** pixels, float** ys) {
+    const ConvF32Shape& s = job.s;
+    while (left_ == 0) {  // a group ends on a tile boundary: the next one starts afresh
+      ++g_;
+      ib_ = ia_ = img_ = 0;
+      left_ = g_->pixels;
     }
+    const size_t count = std::min(mr_, left_);
+    const AxisClass &rows = *g_->rows, &cols = *g_->cols;
+    const bool empty = rows.hi == rows.lo || cols.hi == cols.lo;
+    for (size_t r = 0; r < count; ++r) {
+      const size_t oh = rows.outs[ia_], ow = cols.outs[ib_];
+      const size_t ih = oh * s.stride + rows.lo - s.pad, iw = ow * s.stride + cols.lo - s.pad;
+      pixels[r] = empty ? job.x : job.x + ((img_ * s.h + ih) * s.w + iw) * s.cin;
+      ys[r] = job.y + ((img_ * s.oh + oh) * s.ow + ow) * s.cout;
+      if (++ib_ < cols.outs.size()) continue;
+      ib_ = 0;
+      if (++ia_ < rows.outs.size()) continue;
+      ia_ = 0;
+      ++img_;
+    }
+    left_ -= count;
+    return count;
+  }
+
+  const PixelGroup& group() const { return *g_; }
+
+ private:
+  std::vector<PixelGroup>::const_iterator g_;
+  size_t mr_, ib_, ia_, img_, left_;
+};
+
+// One tile of the cursor's group: every panel over the same pixels.
+void run_tile(const ConvJob& job, const PixelGroup& g, const float* const* pixels, float* const* ys,
+              size_t count) {
+  const ConvF32Shape& s = job.s;
+  const size_t segs = g.rows->hi - g.rows->lo, len = (g.cols->hi - g.cols->lo) * s.cin;
+  const size_t first_tap = (g.rows->lo * s.k + g.cols->lo) * s.cin * job.nr;
+  ConvSegIn in{pixels, len ? segs : 0, len, s.w * s.cin, nullptr, s.k * s.cin * job.nr};
+  const ConvSegTileFn tile = job.tiles[count - 1];
+  for (size_t p = 0; p < job.panels; ++p) {
+    in.w0 = job.packed + p * job.depth * job.nr + first_tap;
+    const ConvSegOut out{job.bias ? job.bias + p * job.nr : nullptr, job.relu, ys, p * job.nr,
+                         std::min(job.nr, s.cout - p * job.nr)};
+    tile(in, out);
+  }
 }
 
 }  // namespace
@@ -105,42 +202,46 @@ ConvTileFn conv_f32_tile_scalar(size_t mr, size_t nr) {
   return nr == 8 ? scalar_for<8>(mr) : nr == 16 ? scalar_for<16>(mr) : scalar_for<32>(mr);
 }
 
+ConvSegTileFn conv_f32_seg_tile_scalar(size_t mr, size_t nr) {
+  if (nr == 8) return seg_scalar_for<8>(mr, std::make_index_sequence<12>());
+  if (nr == 16) return seg_scalar_for<16>(mr, std::make_index_sequence<6>());
+  return seg_scalar_for<32>(mr, std::make_index_sequence<3>());
+}
+
 void conv2d_nhwc_f32(const float* x, const float* packed, const float* bias, bool relu,
                      const ConvF32Shape& s, float* y) {
-  const size_t nr = conv_f32_panel(s.cout), mr = conv_f32_rows(nr), taps = s.k * s.k;
-  const size_t depth = taps * s.cin, panels = (s.cout + nr - 1) / nr;
-  const size_t pixels = s.n * s.oh * s.ow, tiles = (pixels + mr - 1) / mr;
+  const size_t nr = conv_f32_panel(s.cout), mr = conv_f32_rows(nr);
+  const size_t panels = (s.cout + nr - 1) / nr;
+  const bool pad_bias = bias && s.cout % nr != 0;  // the tiles read whole panels of bias
+  std::vector<float> bias_padded(pad_bias ? panels * nr : 0, 0.0f);
+  if (pad_bias) std::copy(bias, bias + s.cout, bias_padded.begin());
+  ConvJob job{x, packed, pad_bias ? bias_padded.data() : bias, relu, s, nr, mr, panels,
+              s.k * s.k * s.cin, {}, y};
   const bool simd = selected_isa() != Isa::scalar;
-  ConvTileFn full = simd ? conv_f32_tile_avx2(mr, nr) : nullptr;
-  ConvTileFn one = simd ? conv_f32_tile_avx2(1, nr) : nullptr;
-  if (!full) full = conv_f32_tile_scalar(mr, nr);
-  if (!one) one = conv_f32_tile_scalar(1, nr);
-  const std::vector<float> zeros(s.cin, 0.0f);
-  std::vector<size_t> offsets;
-  for (size_t kh = 0; kh < s.k; ++kh)
-    for (size_t kw = 0; kw < s.k; ++kw) offsets.push_back((kh * s.w + kw) * s.cin);
-  std::vector<float> bias_padded(bias ? panels * nr : 0, 0.0f);
-  if (bias) std::copy(bias, bias + s.cout, bias_padded.begin());
+  for (size_t m = 1; m <= mr; ++m) {
+    ConvSegTileFn tile = simd ? conv_f32_seg_tile_avx2(m, nr) : nullptr;
+    job.tiles[m - 1] = tile ? tile : conv_f32_seg_tile_scalar(m, nr);
+  }
+  // pixels grouped by the taps their windows keep inside the image: the padding's taps are
+  // never summed, and every tile of a group runs the same segments
+  const auto rows = axis_classes(s.h, s.oh, s), cols = axis_classes(s.w, s.ow, s);
+  std::vector<PixelGroup> groups;
+  size_t tiles = 0;
+  for (const auto& a : rows)
+    for (const auto& b : cols) {
+      const size_t pixels = s.n * a.outs.size() * b.outs.size();
+      groups.push_back({&a, &b, pixels, tiles});
+      tiles += (pixels + mr - 1) / mr;
+    }
   // ~2 * depth * mr * cout flops a tile: split when a thread's share is worth a wake-up
-  const size_t flops = 2 * depth * mr * s.cout + 1;
+  const size_t flops = 2 * job.depth * mr * s.cout + 1;
   parallel_for(tiles, std::max<size_t>(1, (size_t{1} << 20) / flops), [&](size_t lo, size_t hi) {
-    std::vector<const float*> rows(mr * taps);
+    PixelCursor cursor(groups, lo, mr);
+    const float* pixels[12];
+    float* ys[12];
     for (size_t t = lo; t < hi; ++t) {
-      const size_t m0 = t * mr, count = std::min(mr, pixels - m0);
-      Pixel px{m0 / (s.ow * s.oh), (m0 / s.ow) % s.oh, m0 % s.ow};
-      for (size_t r = 0; r < count; ++r, px.next(s))
-        pixel_rows(x, zeros.data(), s, offsets, px, rows.data() + r * taps);
-      for (size_t p = 0; p < panels; ++p) {
-        const float* panel = packed + p * depth * nr;
-        ConvTileOut out{bias ? bias_padded.data() + p * nr : nullptr, relu,
-                        y + m0 * s.cout + p * nr, s.cout, std::min(nr, s.cout - p * nr)};
-        if (count == mr) {
-          full(rows.data(), taps, s.cin, panel, out);
-          continue;
-        }
-        for (size_t r = 0; r < count; ++r, out.y += s.cout)
-          one(rows.data() + r * taps, taps, s.cin, panel, out);
-      }
+      const size_t count = cursor.next(job, pixels, ys);
+      run_tile(job, cursor.group(), pixels, ys, count);
     }
   });
 }

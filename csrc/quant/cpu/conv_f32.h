@@ -19,7 +19,9 @@ size_t conv_f32_panel(size_t cout);
 void pack_conv_f32(const float* w, size_t k, size_t cin, size_t cout, float* packed);
 size_t packed_conv_f32_size(size_t k, size_t cin, size_t cout);
 
-// y[n, oh, ow, cout] = Σ x·w (+ bias) (then max(., 0) if relu); x is [n, h, w, cin].
+// y[n, oh, ow, cout] = Σ x·w (+ bias) (then max(., 0) if relu); x is [n, h, w, cin]. Taps
+// that fall in the zero padding are left out of the sum (they would add 0·w: the same value
+// except for the sign of a zero sum and 0·inf), as the naive twin leaves them out.
 void conv2d_nhwc_f32(const float* x, const float* packed, const float* bias, bool relu,
                      const ConvF32Shape& s, float* y);
 
@@ -35,6 +37,28 @@ struct ConvTileOut {
 };
 using ConvTileFn = void (*)(const float* const* rows, size_t taps, size_t cin,
                             const float* panel, const ConvTileOut& out);
+// The conv's register tile over the taps of a window that lie inside the image: `segs` runs
+// of `len` contiguous floats, one per kernel row (the window's in-image kw taps x cin are
+// adjacent in NHWC, and so are their weights in the panel): acc[r][j] = Σ_{s < segs,
+// i < len} pixels[r][s * xstride + i] * (w0 + s * wstride)[i * NR + j], one FMA chain per
+// output in (s, i) order, i.e. (kh, kw, c); then the store of ConvTileOut to
+// ys[r] + col0 + j (pixels of one tile need not be adjacent in y).
+struct ConvSegIn {
+  const float* const* pixels;  // MR pointers: each pixel's first in-image tap
+  size_t segs, len, xstride;
+  const float* w0;  // the panel's weights of that first tap
+  size_t wstride;
+};
+struct ConvSegOut {
+  const float* bias;  // NR entries of this panel (zero-padded), or null
+  bool relu;
+  float* const* ys;  // MR output pixels
+  size_t col0, cols;
+};
+using ConvSegTileFn = void (*)(const ConvSegIn& in, const ConvSegOut& out);
+ConvSegTileFn conv_f32_seg_tile_scalar(size_t mr, size_t nr);  // 1 <= mr <= conv_f32_rows(nr)
+ConvSegTileFn conv_f32_seg_tile_avx2(size_t mr, size_t nr);    // nullptr where there is none
+
 ConvTileFn conv_f32_tile_scalar(size_t mr, size_t nr);
 ConvTileFn conv_f32_tile_avx2(size_t mr, size_t nr);  // nullptr where there is none
 size_t conv_f32_rows(size_t nr);  // MR of the tile for a panel of nr columns

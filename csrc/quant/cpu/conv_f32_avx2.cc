@@ -2,6 +2,8 @@
 // ymm columns, one broadcast of x and NV weight loads per (tap, channel).
 #include <immintrin.h>
 
+#include <utility>
+
 #include "quant/cpu/conv_f32.h"
 
 namespace needle_qc {
@@ -61,7 +63,72 @@ void tile_avx2(const float* const* rows, size_t taps, size_t cin, const float* p
     for (size_t j = 0; j < out.cols; ++j) out.y[r * out.ldy + j] = tail[r * NR + j];
 }
 
+// bias, ReLU and the store of one row of a tile's accumulators (cols < NR through a buffer)
+template <size_t NV>
+inline void store_row(__m256* c, const float* bias, bool relu, float* y, size_t cols) {
+  const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 4
+  for (size_t v = 0; v < NV; ++v) {
+    if (bias) c[v] = _mm256_add_ps(c[v], _mm256_loadu_ps(bias + v * 8));
+    // max(0, v) returns v when v is NaN or -0, as std::max(v, 0.0f) does
+    if (relu) c[v] = _mm256_max_ps(zero, c[v]);
+  }
+  if (cols == NV * 8) {
+#pragma GCC unroll 4
+    for (size_t v = 0; v < NV; ++v) _mm256_storeu_ps(y + v * 8, c[v]);
+    return;
+  }
+  alignas(32) float tail[NV * 8];
+#pragma GCC unroll 4
+  for (size_t v = 0; v < NV; ++v) _mm256_store_ps(tail + v * 8, c[v]);
+  for (size_t j = 0; j < cols; ++j) y[j] = tail[j];
+}
+
+template <size_t MR, size_t NV>
+void seg_tile_avx2(const ConvSegIn& in, const ConvSegOut& out) {
+  constexpr size_t NR = NV * 8;
+  __m256 c[MR][NV];
+#pragma GCC unroll 12
+  for (size_t r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (size_t v = 0; v < NV; ++v) c[r][v] = _mm256_setzero_ps();
+  const float* wseg = in.w0;
+  for (size_t s = 0; s < in.segs; ++s, wseg += in.wstride) {
+    const float* src[MR];
+#pragma GCC unroll 12
+    for (size_t r = 0; r < MR; ++r) src[r] = in.pixels[r] + s * in.xstride;
+    const float* wk = wseg;
+    for (size_t i = 0; i < in.len; ++i, wk += NR) {
+      __m256 w[NV];
+#pragma GCC unroll 4
+      for (size_t v = 0; v < NV; ++v) w[v] = _mm256_loadu_ps(wk + v * 8);
+#pragma GCC unroll 12
+      for (size_t r = 0; r < MR; ++r) {
+        const __m256 a = _mm256_broadcast_ss(src[r] + i);
+#pragma GCC unroll 4
+        for (size_t v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(a, w[v], c[r][v]);
+      }
+    }
+  }
+#pragma GCC unroll 12
+  for (size_t r = 0; r < MR; ++r)
+    store_row<NV>(c[r], out.bias, out.relu, out.ys[r] + out.col0, out.cols);
+}
+
+template <size_t NV, size_t... M>
+ConvSegTileFn seg_tile_for(size_t mr, std::index_sequence<M...>) {
+  static constexpr ConvSegTileFn tiles[] = {seg_tile_avx2<M + 1, NV>...};
+  return mr >= 1 && mr <= sizeof...(M) ? tiles[mr - 1] : nullptr;
+}
+
 }  // namespace
+
+ConvSegTileFn conv_f32_seg_tile_avx2(size_t mr, size_t nr) {
+  if (nr == 8) return seg_tile_for<1>(mr, std::make_index_sequence<12>());
+  if (nr == 16) return seg_tile_for<2>(mr, std::make_index_sequence<6>());
+  if (nr == 32) return seg_tile_for<4>(mr, std::make_index_sequence<3>());
+  return nullptr;
+}
 
 ConvTileFn conv_f32_tile_avx2(size_t mr, size_t nr) {
   if (nr == 8) return mr == 1 ? tile_avx2<1, 1> : mr == 12 ? tile_avx2<12, 1> : nullptr;

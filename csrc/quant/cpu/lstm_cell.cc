@@ -1,6 +1,7 @@
 // lstm_cell.cc: the fused LSTM step drivers (fp32 and int8) and their scalar row kernels.
 #include "quant/cpu/lstm_cell.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -93,15 +94,16 @@ bool dynamic_qparams(const float* v, size_t count, LstmQuant& q) {
   return true;
 }
 
-// rows x width of v quantized with q, centred (q - z) into int16 rows of `stride` (zero pad).
+// rows x width of v quantized with q, centred (q - z) into int16 rows of `stride` at out (the
+// pad columns zero).
 bool centred_rows(const float* v, size_t rows, size_t width, LstmQuant& q, Isa isa,
-                  size_t stride, std::vector<int16_t>& out) {
+                  size_t stride, int16_t* out) {
   if (q.dynamic && !dynamic_qparams(v, rows * width, q)) return false;
   const bool s8 = q.qmin < 0;
   std::vector<uint8_t> raw(rows * width);
   auto span = use_avx2(isa) ? quantize_span_avx2 : quantize_span_scalar;
   if (!span(v, rows * width, &q.s, &q.z, 0, q.qmin, q.qmax, s8, raw.data())) return false;
-  out.assign(rows * stride, 0);
+  std::fill(out, out + rows * stride, int16_t(0));
   for (size_t r = 0; r < rows; ++r)
     for (size_t i = 0; i < width; ++i) {
       const uint8_t b = raw[r * width + i];
@@ -111,15 +113,23 @@ bool centred_rows(const float* v, size_t rows, size_t width, LstmQuant& q, Isa i
   return true;
 }
 
+// gates[j] = f32(acc_x[j]) mx[j] + f32(acc_h[j]) mh[j] (+ biases): the int8 cell's gate sum.
+void int8_gates(const int32_t* acc_x, const float* mx, const int32_t* acc_h, const float* mh,
+                const float* b_ih, const float* b_hh, size_t n4, float* g) {
+  for (size_t j = 0; j < n4; ++j)
+    g[j] = static_cast<float>(acc_x[j]) * mx[j] + static_cast<float>(acc_h[j]) * mh[j];
+  add_biases(g, b_ih, b_hh, n4);
+}
+
 }  // namespace
 
 bool qlstm_cell(const float* x, const float* h, const float* c, const QLstmWeights& w,
                 const float* b_ih, const float* b_hh, const LstmDims& d, LstmQuant qx,
                 LstmQuant qh, Isa isa, float* h_out, float* c_out) {
   const size_t n4 = 4 * d.hidden, in_pairs = (d.in + 1) / 2, h_pairs = (d.hidden + 1) / 2;
-  std::vector<int16_t> ax, ah;
-  if (!centred_rows(x, d.n, d.in, qx, isa, 2 * in_pairs, ax) ||
-      !centred_rows(h, d.n, d.hidden, qh, isa, 2 * h_pairs, ah))
+  std::vector<int16_t> ax(d.n * 2 * in_pairs), ah(d.n * 2 * h_pairs);
+  if (!centred_rows(x, d.n, d.in, qx, isa, 2 * in_pairs, ax.data()) ||
+      !centred_rows(h, d.n, d.hidden, qh, isa, 2 * h_pairs, ah.data()))
     return false;
   std::vector<float> mx(n4), mh(n4), g(n4);
   for (size_t j = 0; j < n4; ++j) {
@@ -131,11 +141,77 @@ bool qlstm_cell(const float* x, const float* h, const float* c, const QLstmWeigh
   for (size_t m = 0; m < d.n; ++m) {
     gemm(ax.data() + m * 2 * in_pairs, in_pairs, w.w_ih, n4, acc_x.data());
     gemm(ah.data() + m * 2 * h_pairs, h_pairs, w.w_hh, n4, acc_h.data());
-    for (size_t j = 0; j < n4; ++j)
-      g[j] = static_cast<float>(acc_x[j]) * mx[j] + static_cast<float>(acc_h[j]) * mh[j];
-    add_biases(g.data(), b_ih, b_hh, n4);
+    int8_gates(acc_x.data(), mx.data(), acc_h.data(), mh.data(), b_ih, b_hh, n4, g.data());
     tail(g.data(), d, c + m * d.hidden, isa, h_out + m * d.hidden, c_out + m * d.hidden);
   }
+  return true;
+}
+
+// ----------------------------------------------------------------------------- whole layers
+// c_out holds the running c (the tail reads c[j] before writing c_out[j], so in place is
+// exact); step t's h' goes to hs[t] and is step t + 1's h.
+
+void lstm_layer_f32(const float* xs, const float* h0, const float* c0, const float* w_ih,
+                    const float* w_hh, const float* b_ih, const float* b_hh, size_t steps,
+                    const LstmDims& d, Isa isa, float* hs, float* h_out, float* c_out) {
+  const size_t n4 = 4 * d.hidden, rows = steps * d.n, nh = d.n * d.hidden;
+  auto gemm = use_avx2(isa) ? lstm::gemm_f32_avx2 : gemm_f32_scalar;
+  std::vector<float> gx(rows * n4), gh(n4);
+  for (size_t r = 0; r < rows; ++r)  // x_t W_ih of every step, before the recurrence
+    gemm(xs + r * d.in, d.in, w_ih, n4, gx.data() + r * n4);
+  std::copy(c0, c0 + nh, c_out);
+  const float* h = h0;
+  for (size_t t = 0; t < steps; ++t) {
+    for (size_t m = 0; m < d.n; ++m) {
+      float* g = gx.data() + (t * d.n + m) * n4;
+      gemm(h + m * d.hidden, d.hidden, w_hh, n4, gh.data());
+      for (size_t j = 0; j < n4; ++j) g[j] = g[j] + gh[j];
+      add_biases(g, b_ih, b_hh, n4);
+      tail(g, d, c_out + m * d.hidden, isa, hs + t * nh + m * d.hidden, c_out + m * d.hidden);
+    }
+    h = hs + t * nh;
+  }
+  std::copy(h, h + nh, h_out);
+}
+
+bool qlstm_layer(const float* xs, const float* h0, const float* c0, const QLstmWeights& w,
+                 const float* b_ih, const float* b_hh, size_t steps, const LstmDims& d,
+                 const LstmQuant* qx, const LstmQuant* qh, Isa isa, float* hs, float* h_out,
+                 float* c_out) {
+  const size_t n4 = 4 * d.hidden, in_pairs = (d.in + 1) / 2, h_pairs = (d.hidden + 1) / 2;
+  const size_t rows = steps * d.n, nh = d.n * d.hidden, x_row = 2 * in_pairs;
+  std::vector<int16_t> ax(rows * x_row), ah(d.n * 2 * h_pairs);
+  std::vector<float> sx(steps);
+  for (size_t t = 0; t < steps; ++t) {  // x_t quantized with its own step's qparams
+    LstmQuant q = qx[t];
+    int16_t* rows_t = ax.data() + t * d.n * x_row;
+    if (!centred_rows(xs + t * d.n * d.in, d.n, d.in, q, isa, x_row, rows_t)) return false;
+    sx[t] = q.s;
+  }
+  auto gemm = use_avx2(isa) ? lstm::gemm_s16s8_avx2 : gemm_s16s8_scalar;
+  std::vector<int32_t> acc_x(rows * n4), acc_h(n4);
+  for (size_t r = 0; r < rows; ++r)  // the integer x products of every step at once
+    gemm(ax.data() + r * x_row, in_pairs, w.w_ih, n4, acc_x.data() + r * n4);
+  std::vector<float> mx(n4), mh(n4), g(n4);
+  std::copy(c0, c0 + nh, c_out);
+  const float* h = h0;
+  for (size_t t = 0; t < steps; ++t) {
+    LstmQuant q = qh[t];
+    if (!centred_rows(h, d.n, d.hidden, q, isa, 2 * h_pairs, ah.data())) return false;
+    for (size_t j = 0; j < n4; ++j) {
+      mx[j] = sx[t] * w.s_ih[j];
+      mh[j] = q.s * w.s_hh[j];
+    }
+    for (size_t m = 0; m < d.n; ++m) {
+      gemm(ah.data() + m * 2 * h_pairs, h_pairs, w.w_hh, n4, acc_h.data());
+      int8_gates(acc_x.data() + (t * d.n + m) * n4, mx.data(), acc_h.data(), mh.data(), b_ih,
+                 b_hh, n4, g.data());
+      tail(g.data(), d, c_out + m * d.hidden, isa, hs + t * nh + m * d.hidden,
+           c_out + m * d.hidden);
+    }
+    h = hs + t * nh;
+  }
+  std::copy(h, h + nh, h_out);
   return true;
 }
 

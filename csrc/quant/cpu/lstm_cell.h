@@ -52,6 +52,19 @@ bool qlstm_cell(const float* x, const float* h, const float* c, const QLstmWeigh
                 const float* b_ih, const float* b_hh, const LstmDims& d, LstmQuant qx,
                 LstmQuant qh, Isa isa, float* h_out, float* c_out);
 
+// A whole layer of T steps: xs [T, N, I] (row t * N + m), h0 / c0 [N, H] -> hs [T, N, H] (each
+// step's h'), h_out = hs[T - 1] (h0 for T = 0) and c_out the last c'. Every step computes what
+// the cell functions above compute, bit for bit; the x products of all T steps are done first
+// (the same per-row sums, no longer interleaved with the recurrence). int8: qx[t] / qh[t] quantize
+// step t's x and h (per call when dynamic: x_t's own range, as the cell); false on NaN/Inf.
+void lstm_layer_f32(const float* xs, const float* h0, const float* c0, const float* w_ih,
+                    const float* w_hh, const float* b_ih, const float* b_hh, size_t steps,
+                    const LstmDims& d, Isa isa, float* hs, float* h_out, float* c_out);
+bool qlstm_layer(const float* xs, const float* h0, const float* c0, const QLstmWeights& w,
+                 const float* b_ih, const float* b_hh, size_t steps, const LstmDims& d,
+                 const LstmQuant* qx, const LstmQuant* qh, Isa isa, float* hs, float* h_out,
+                 float* c_out);
+
 namespace lstm {
 // The AVX2 row kernels (lstm_cell_avx2.cc); the scalar ones live in lstm_cell.cc.
 void gemm_f32_avx2(const float* a, size_t k, const float* w, size_t n, float* out);

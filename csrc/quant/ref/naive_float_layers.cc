@@ -72,7 +72,8 @@ py::array layer_norm_naive(const py::handle& x_obj, const py::handle& w_obj,
   return out;
 }
 
-// Six nested loops over [n, oh, ow, co] and (kh, kw, c), one std::fma chain per output.
+// Six nested loops over [n, oh, ow, co] and (kh, kw, c), one std::fma chain per output over
+// the taps inside the image (padding taps are skipped, not multiplied by 0).
 py::array conv_naive(const py::handle& x_obj, const py::handle& w_obj, const py::object& bias,
                      size_t stride, size_t pad, bool relu) {
   auto x = as_array<float>(x_obj, "x", 4);
@@ -99,7 +100,7 @@ py::array conv_naive(const py::handle& x_obj, const py::handle& w_obj, const py:
               for (long c = 0; c < ci; ++c) {
                 const long ih = r * s + kh - p, iw = q * s + kw - p;
                 const bool in = ih >= 0 && iw >= 0 && ih < h && iw < wd;
-                acc = std::fma(in ? xv(i, ih, iw, c) : 0.0f, wv(kh, kw, c, o), acc);
+                if (in) acc = std::fma(xv(i, ih, iw, c), wv(kh, kw, c, o), acc);
               }
           float v = bias.is_none() ? acc : acc + b[o];
           y(i, r, q, o) = relu ? std::max(v, 0.0f) : v;

@@ -105,7 +105,8 @@ def test_lowered_language_models_equal_the_reference_target(name, scheme):
 CONV_CASES = [  # n, h, w, cin, cout, k, stride, pad
     (2, 5, 6, 3, 5, 3, 1, 0), (1, 7, 7, 3, 40, 2, 2, 1), (3, 9, 9, 1, 16, 3, 1, 1),
     (2, 8, 8, 16, 32, 3, 2, 1), (1, 4, 4, 32, 70, 3, 1, 1), (2, 6, 5, 5, 8, 7, 1, 3),
-    (1, 1, 1, 12, 9, 3, 1, 1),
+    (1, 1, 1, 12, 9, 3, 1, 1), (3, 6, 6, 2, 16, 3, 1, 1), (1, 1, 1, 3, 8, 2, 1, 2),
+    (2, 11, 11, 3, 16, 7, 4, 3),
 ]
 
 
@@ -123,6 +124,22 @@ def test_direct_conv_equals_twin_and_is_close_to_needle(n, h, w, cin, cout, k, s
     want = _needle_eval("conv2d", [x.transpose(0, 3, 1, 2).copy(), wt] + ([b] if bias else []),
                         **attrs).transpose(0, 2, 3, 1)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("isa", kernels.kernel_info()["available"])
+def test_direct_conv_leaves_padding_taps_out_of_the_sum(isa, monkeypatch):
+    # an inf weight that only ever meets the zero padding adds nothing (0 * inf would be NaN);
+    # 1e30 on the taps that do meet the input keeps the extremes on the summed path
+    monkeypatch.setenv("NEEDLE_QC_ISA", isa)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
+    wt = rng.standard_normal((3, 3, 3, 8)).astype(np.float32)
+    wt[0, :] = np.inf  # kernel row 0 sees only padding for output row 0
+    wt[1:, 1:] *= 1e30
+    got = kernels.conv2d_nhwc_f32(x, kernels.pack_conv_f32(wt), 3, 8, None, 1, 1, False)
+    want = kernels.conv2d_nhwc_f32_naive(x, wt, None, 1, 1, False)
+    np.testing.assert_array_equal(got, want)
+    assert np.isfinite(got[:, 0]).all() and not np.isfinite(got[:, 1:]).all()
 
 
 def test_direct_conv_refuses_a_weight_packed_for_another_shape():

@@ -63,7 +63,7 @@ def test_compiled_cell_within_float_rounding():
     run_passes(before, UNFUSED)
     run_passes(after, qc.FLOAT_PIPELINE)
     cu, cf = qc.compile(before), qc.compile(after)
-    assert any(s.op == "lstm_cell" and "C++" in s.impl.kernel for s in cf.program.steps)
+    assert any(s.op == "lstm_layer" and "C++" in s.impl.kernel for s in cf.program.steps)
     for a, b in zip(_flat(cu(x)), _flat(cf(x))):
         assert np.abs(a - b).max() <= 4e-7 * max(1.0, float(np.abs(a).max()))
 
@@ -162,5 +162,5 @@ def test_course_style_step_fuses():
     assert all("C++" in s.impl.kernel for s in fused.program.steps if s.op == "lstm_cell")
     assert np.abs(_flat(fused(x))[0] - want).max() <= 1e-6
     dyn = qc.compile(qc.quantize_pass(graph, qc.QConfig(weight="int8", activation="dynamic")))
-    assert sum(s.op == "qlstm_cell" and "C++" in s.impl.kernel for s in dyn.program.steps) == 3
+    assert sum(s.op == "qlstm_layer" and "C++" in s.impl.kernel for s in dyn.program.steps) == 1
     assert np.abs(_flat(dyn(x))[0] - want).max() < 0.05

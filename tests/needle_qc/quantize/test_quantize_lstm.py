@@ -44,7 +44,8 @@ def test_int8_cell_compiled_equals_evaluation(mode, bias):
     cell = integer.find("qlstm_cell")[0]
     assert (cell.attrs.get("x_scale") is None) == (mode == "dynamic")
     cm = qc.compile(prepared)
-    assert all("C++" in s.impl.kernel for s in cm.program.steps if s.op == "qlstm_cell")
+    layers = [s for s in cm.program.steps if s.op == "qlstm_layer"]  # one call per layer
+    assert len(layers) == 2 and all("C++" in s.impl.kernel for s in layers)
     assert np.array_equal(_first(cm(x)), _first(integer(x)))
     ref = _first(graph(x)).astype(np.float64)
     sqnr = 10 * np.log10((ref ** 2).sum() / ((_first(cm(x)) - ref) ** 2).sum())
@@ -77,8 +78,8 @@ def test_int8_cell_weights_held_as_one_byte_each(mode):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cm = qc.compile(prepared, calibration=calib if mode == "static" else None)
-    records = [r for s in cm.program.steps if s.op == "qlstm_cell" for r in s.active.weights]
-    # 2 layers, each recorded once (its first step): W_ih (5 or 6 rows, k padded to even) + W_hh
+    records = [r for s in cm.program.steps if s.op == "qlstm_layer" for r in s.active.weights]
+    # 2 layers, each recorded once: W_ih (5 or 6 rows, k padded to even) + W_hh
     assert [(r.dtype, r.count, r.measured_bytes) for r in records] == \
         [("int8", (5 + 6) * 24, (6 + 6) * 24), ("int8", (6 + 6) * 24, (6 + 6) * 24)]
     mem = memory_of(cm, 3)
