@@ -38,11 +38,18 @@ def direct_conv_f32(w, bias, stride, padding, activation=None):
     packed = in_backend_memory(kernels.pack_conv_f32(np.ascontiguousarray(w, np.float32)))
     bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
     relu = activation == "relu"
+    layer_cls = getattr(kernels, "ConvF32Layer", None)
+    if layer_cls is not None:  # bound once: a call parses x alone
+        layer = layer_cls(packed, k, w.shape[2], cout, bias, stride, padding, relu)
 
-    def run(x):
-        y = kernels.conv2d_nhwc_f32(np.asarray(x, np.float32), packed, k, cout, bias, stride,
-                                    padding, relu)
-        return y if relu or activation is None else apply_to_array(activation, y)
+        def run(x):
+            y = layer(np.asarray(x, np.float32))
+            return y if relu or activation is None else apply_to_array(activation, y)
+    else:
+        def run(x):
+            y = kernels.conv2d_nhwc_f32(np.asarray(x, np.float32), packed, k, cout, bias,
+                                        stride, padding, relu)
+            return y if relu or activation is None else apply_to_array(activation, y)
 
     run.kernel = DIRECT_CONV_F32
     return run, packed
@@ -67,4 +74,14 @@ def direct_gemm_f32(w2d):
         return kernels.gemm_f32(a2d, packed, n)
 
     run.nbytes = packed.nbytes
+    run.bind = _gemm_layer_binder(kernels, packed, w2d.shape[0], n)
     return run
+
+
+def _gemm_layer_binder(kernels, packed, k, n):
+    """``bind(bias, relu)``: a GemmF32Layer on ``packed`` (the bias add and ReLU fused into its
+    call, one argument parsed a call), or None where the built module has none."""
+    layer_cls = getattr(kernels, "GemmF32Layer", None)
+    if layer_cls is None:
+        return lambda bias, relu: None
+    return lambda bias, relu: layer_cls(packed, k, n, bias, relu)

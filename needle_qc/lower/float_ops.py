@@ -49,6 +49,15 @@ class F32Matmul:
         self.mod.from_numpy(a2d, a)
         return self._product(a, m)
 
+    def bound_layer(self, bias, relu):
+        """The direct GEMM bound to this weight, ``bias`` (or None) and ``relu``: a callable on
+        [m, k] float32 rows, or None where the direct kernel is not in use."""
+        if self.mod is None or self.direct is None:
+            return None
+        if bias is not None and (bias.dtype != np.float32 or bias.size != self.n):
+            return None  # numpy's broadcast or wider add: keep the numpy pass
+        return self.direct.bind(bias, relu)
+
     @property
     def kernel(self):
         """What computes the product (for explain())."""
@@ -72,6 +81,17 @@ class F32Matmul:
 
 
 def _linear_f32(mm, bias, activation=None):
+    bind = getattr(mm, "bound_layer", None)  # (a lazily dequantized weight has none)
+    layer = bind(bias, activation == "relu") if bind else None
+    if layer is not None:  # bias and ReLU in the GEMM's call: no numpy passes over y
+        after = None if activation == "relu" else activation
+
+        def run_bound(x):
+            y = layer(np.asarray(x, np.float32).reshape(-1, mm.k))
+            return apply_to_array(after, y).reshape(x.shape[:-1] + (mm.n,))
+
+        return run_bound
+
     def run(x):
         y = mm(x.reshape(-1, mm.k))
         if bias is not None:

@@ -98,6 +98,51 @@ py::array gemm(const py::handle& a_obj, const py::handle& packed_obj, size_t n) 
   return y;
 }
 
+// A linear layer on the packed fp32 GEMM bound once (packed weight, bias, ReLU): a call parses
+// a alone; the bias add and ReLU run on the output in C++ (y + bias[j], then max(y, 0), the
+// same float operations as numpy's add and maximum, so the same bits).
+class GemmF32Layer {
+ public:
+  GemmF32Layer(const py::handle& packed, size_t k, size_t n, const py::object& bias, bool relu)
+      : packed_(as_array<float>(packed, "packed", 1)), k_(k), n_(n), relu_(relu),
+        has_bias_(!bias.is_none()) {
+    if (static_cast<size_t>(packed_.shape(0)) != k * n)
+      bad_arg("packed", "has " + std::to_string(packed_.shape(0)) + " floats, expected K * N = " +
+                            std::to_string(k) + " * " + std::to_string(n));
+    if (has_bias_) bias_ = as_array<float>(bias, "bias");
+    if (has_bias_ && static_cast<size_t>(bias_.size()) != n)
+      bad_arg("bias", "expected N = " + std::to_string(n) + " entries");
+  }
+
+  py::array operator()(const py::handle& a_obj) const {
+    auto a = as_array<float>(a_obj, "a", 2);
+    if (static_cast<size_t>(a.shape(1)) != k_)
+      bad_arg("a", "has " + std::to_string(a.shape(1)) + " columns, expected K = " +
+                       std::to_string(k_));
+    const size_t m = a.shape(0);
+    py::array_t<float> y({m, n_});
+    float* out = y.mutable_data();
+    const float* bias = has_bias_ ? bias_.data() : nullptr;
+    {
+      py::gil_scoped_release nogil;
+      if (m) gemm_f32_packed(a.data(), m, k_, packed_.data(), n_, out);
+      for (size_t i = 0; i < m; ++i) {  // one simple loop per case: they vectorise
+        float* __restrict row = out + i * n_;
+        if (bias)
+          for (size_t j = 0; j < n_; ++j) row[j] = row[j] + bias[j];
+        if (relu_)  // NaN and -0 kept, as np.maximum(v, 0)
+          for (size_t j = 0; j < n_; ++j) row[j] = row[j] < 0.0f ? 0.0f : row[j];
+      }
+    }
+    return y;
+  }
+
+ private:
+  py::array_t<float, py::array::c_style> packed_, bias_;
+  size_t k_, n_;
+  bool relu_, has_bias_;
+};
+
 }  // namespace
 
 void bind_attention_gemm_f32(py::module_& m) {
@@ -119,6 +164,13 @@ void bind_attention_gemm_f32(py::module_& m) {
   m.def("gemm_f32", &gemm, py::arg("a"), py::arg("packed"), py::arg("n"),
         "a [M, K] @ the packed [K, N] weight: per output one FMA chain per K block of 256, "
         "blocks added in order (Needle sgemm's bits for M > 4); rows split across threads");
+  py::class_<GemmF32Layer>(m, "GemmF32Layer",
+                           "gemm_f32 bound to one layer's packed [K, N] weight, bias (N "
+                           "entries, any shape) and ReLU: call it with a [M, K] alone")
+      .def(py::init<const py::handle&, size_t, size_t, const py::object&, bool>(),
+           py::arg("packed"), py::arg("k"), py::arg("n"), py::arg("bias") = py::none(),
+           py::arg("relu") = false)
+      .def("__call__", &GemmF32Layer::operator(), py::arg("a"));
 }
 
 }  // namespace needle_qc

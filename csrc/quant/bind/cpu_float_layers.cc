@@ -1,4 +1,5 @@
-// cpu_float_layers.cc: Python bindings of embedding_f32 and layer_norm_f32 (+ their checks).
+// cpu_float_layers.cc: Python bindings of embedding_f32, layer_norm_f32 and the direct fp32
+// conv (+ their checks).
 #include <cmath>
 #include <string>
 #include <vector>
@@ -78,10 +79,9 @@ py::array pack_conv(const py::handle& w_obj) {
   return out;
 }
 
-py::array conv_nhwc(const py::handle& x_obj, const py::handle& packed_obj, size_t k,
-                    size_t cout, const py::object& bias_obj, size_t stride, size_t pad,
-                    bool relu) {
-  auto x = as_array<float>(x_obj, "x", 4);
+// The output geometry of an NHWC conv of x (checked against the kernel); s.cin from x.
+ConvF32Shape conv_shape(const py::array_t<float, py::array::c_style>& x, size_t k, size_t cout,
+                        size_t stride, size_t pad) {
   ConvF32Shape s{static_cast<size_t>(x.shape(0)), static_cast<size_t>(x.shape(1)),
                  static_cast<size_t>(x.shape(2)), static_cast<size_t>(x.shape(3)), cout, k,
                  stride, pad, 0, 0};
@@ -89,21 +89,67 @@ py::array conv_nhwc(const py::handle& x_obj, const py::handle& packed_obj, size_
   if (s.h + 2 * pad < k || s.w + 2 * pad < k) bad_arg("x", "smaller than the kernel");
   s.oh = (s.h + 2 * pad - k) / stride + 1;
   s.ow = (s.w + 2 * pad - k) / stride + 1;
-  auto packed = as_array<float>(packed_obj, "packed", 1);
-  if (static_cast<size_t>(packed.shape(0)) != packed_conv_f32_size(k, s.cin, cout))
+  return s;
+}
+
+void check_packed_conv(const py::array_t<float, py::array::c_style>& packed, size_t k,
+                       size_t cin, size_t cout) {
+  if (static_cast<size_t>(packed.shape(0)) != packed_conv_f32_size(k, cin, cout))
     bad_arg("packed", "size does not match kernel " + std::to_string(k) + ", Cin " +
-                          std::to_string(s.cin) + ", Cout " + std::to_string(cout) +
+                          std::to_string(cin) + ", Cout " + std::to_string(cout) +
                           " (pack_conv_f32 of the [K, K, Cin, Cout] weight)");
-  py::array_t<float, py::array::c_style> bias;
-  if (!bias_obj.is_none()) bias = as_exact_vector<float>(bias_obj, "bias", cout, "cout");
-  py::array_t<float> out({s.n, s.oh, s.ow, cout});
+}
+
+py::array run_conv(const py::array_t<float, py::array::c_style>& x, const float* packed,
+                   const float* bias, bool relu, const ConvF32Shape& s) {
+  py::array_t<float> out({s.n, s.oh, s.ow, s.cout});
   {
     py::gil_scoped_release nogil;
-    conv2d_nhwc_f32(x.data(), packed.data(), bias_obj.is_none() ? nullptr : bias.data(), relu,
-                    s, out.mutable_data());
+    conv2d_nhwc_f32(x.data(), packed, bias, relu, s, out.mutable_data());
   }
   return out;
 }
+
+py::array conv_nhwc(const py::handle& x_obj, const py::handle& packed_obj, size_t k,
+                    size_t cout, const py::object& bias_obj, size_t stride, size_t pad,
+                    bool relu) {
+  auto x = as_array<float>(x_obj, "x", 4);
+  const ConvF32Shape s = conv_shape(x, k, cout, stride, pad);
+  auto packed = as_array<float>(packed_obj, "packed", 1);
+  check_packed_conv(packed, k, s.cin, cout);
+  py::array_t<float, py::array::c_style> bias;
+  if (!bias_obj.is_none()) bias = as_exact_vector<float>(bias_obj, "bias", cout, "cout");
+  return run_conv(x, packed.data(), bias_obj.is_none() ? nullptr : bias.data(), relu, s);
+}
+
+// One conv layer bound once (packed weight, bias, geometry, ReLU, all checked): a call parses
+// x alone, which at batch 1 saves most of conv2d_nhwc_f32's per-call argument handling.
+class ConvF32Layer {
+ public:
+  ConvF32Layer(const py::handle& packed, size_t k, size_t cin, size_t cout,
+               const py::object& bias, size_t stride, size_t pad, bool relu)
+      : packed_(as_array<float>(packed, "packed", 1)), k_(k), cin_(cin), cout_(cout),
+        stride_(stride), pad_(pad), relu_(relu), has_bias_(!bias.is_none()) {
+    if (k == 0 || stride == 0 || cout == 0 || cin == 0)
+      bad_arg("kernel/stride/cin/cout", "must be >= 1");
+    check_packed_conv(packed_, k, cin, cout);
+    if (has_bias_) bias_ = as_exact_vector<float>(bias, "bias", cout, "cout");
+  }
+
+  py::array operator()(const py::handle& x_obj) const {
+    auto x = as_array<float>(x_obj, "x", 4);
+    if (static_cast<size_t>(x.shape(3)) != cin_)
+      bad_arg("x", "has " + std::to_string(x.shape(3)) + " channels, the layer expects " +
+                       std::to_string(cin_));
+    const ConvF32Shape s = conv_shape(x, k_, cout_, stride_, pad_);
+    return run_conv(x, packed_.data(), has_bias_ ? bias_.data() : nullptr, relu_, s);
+  }
+
+ private:
+  py::array_t<float, py::array::c_style> packed_, bias_;
+  size_t k_, cin_, cout_, stride_, pad_;
+  bool relu_, has_bias_;
+};
 
 }  // namespace
 
@@ -122,6 +168,15 @@ void bind_float_layers(py::module_& m) {
         py::arg("padding") = 0, py::arg("relu") = false,
         "Direct NHWC fp32 conv (zero padding), each output one FMA chain in (kh, kw, c) "
         "order; optional bias and ReLU");
+  py::class_<ConvF32Layer>(m, "ConvF32Layer",
+                           "conv2d_nhwc_f32 bound to one layer's packed weight, bias, geometry "
+                           "and ReLU: call it with x [N, H, W, Cin] alone")
+      .def(py::init<const py::handle&, size_t, size_t, size_t, const py::object&, size_t,
+                    size_t, bool>(),
+           py::arg("packed"), py::arg("kernel"), py::arg("cin"), py::arg("cout"),
+           py::arg("bias") = py::none(), py::arg("stride") = 1, py::arg("padding") = 0,
+           py::arg("relu") = false)
+      .def("__call__", &ConvF32Layer::operator(), py::arg("x"));
 }
 
 }  // namespace needle_qc
