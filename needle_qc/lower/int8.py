@@ -194,30 +194,33 @@ def build_qlinear(ctx, node):
     bias_used = (folded if fold else bias32).astype(np.int32)
     allow_fast, why = _fast_path(q, x_dtype, pw, hi if x_dtype == "uint8" else 127, ctx.on_cuda)
     signed = x_dtype == "int8"
+    a_dtype = "int8" if signed else "uint8"
     out_dtype, activation = node.attrs["dtype"], node.attrs.get("activation")
     scale_w = _as_vector(s_w, n)
     kw = {"allow_fast": True, "a_max": hi} if allow_fast else {}
+    bound = hasattr(q, "bind_gemm_requant")  # the CPU module binds a layer once (CUDA: no)
     if out_dtype == "float32":
         scale = np.multiply(np.float32(s_x), scale_w, dtype=np.float32)
-        gemm = q.gemm_s8s8_s32 if signed else q.gemm_u8s8_s32
-
-        def fn(x):
-            acc = gemm(x.reshape(-1, k), a_zp, pw, **kw)
-            acc = acc + bias_used  # int32: the true sum fits, proven above
-            y = np.multiply(acc.astype(np.float32), scale, dtype=np.float32)
-            return apply_to_array(activation, y).reshape(x.shape[:-1] + (n,))
+        if bound:  # y = float(acc + bias) * scale in the output stage
+            fn = _then(q.bind_gemm_f32(pw, a_dtype, a_zp, scale, bias_used, **kw), activation)
+        else:
+            fn = _gemm_s32_f32(q, signed, k, n, a_zp, pw, kw, bias_used, scale, activation)
         name = f"{'s8s8' if signed else 'u8s8'} gemm s32 + fp32 scale"
     else:
         s_y, z_y = _qp(node)
         qmin, qmax = output_clamp(activation, s_y, z_y,
                                   *value_qrange(out_dtype, node.meta.get("qparams")))
         mult = _as_vector(requant_multiplier(s_x, scale_w, s_y), n)
-        gemm = q.gemm_s8s8_requant if signed else q.gemm_u8s8_requant
+        if bound:  # argument checks once, here; called with x alone
+            fn = q.bind_gemm_requant(pw, a_dtype, a_zp, bias_used, mult, z_y, qmin, qmax,
+                                     out_dtype, **kw)
+        else:
+            gemm = q.gemm_s8s8_requant if signed else q.gemm_u8s8_requant
 
-        def fn(x):
-            y = gemm(x.reshape(-1, k), a_zp, pw, bias_used, mult, z_y, qmin, qmax, out_dtype,
-                     **kw)
-            return y.reshape(x.shape[:-1] + (n,))
+            def fn(x):
+                y = gemm(x.reshape(-1, k), a_zp, pw, bias_used, mult, z_y, qmin, qmax,
+                         out_dtype, **kw)
+                return y.reshape(x.shape[:-1] + (n,))
         name = f"gemm_{'s8s8' if signed else 'u8s8'}_requant"
     why += "; zero point folded into int32 bias" if fold else "; zero point applied in kernel"
     why += _weight_zp_note(layer)
@@ -225,6 +228,25 @@ def build_qlinear(ctx, node):
     weights = [layer.record(node, pw.nbytes, qbytes)]
     impl = Impl(name, why, fn, [ctx.value(x_node, "logical")], weights=weights, kind="int8")
     return _on_target(ctx, impl), _qlinear_float(ctx, node, layer, scale_w, s_x, z_x, impl.inputs)
+
+
+def _then(gemm, activation):
+    """``gemm`` followed by ``activation`` (none: ``gemm`` itself, no Python frame per call)."""
+    if activation is None:
+        return gemm
+    return lambda x: apply_to_array(activation, gemm(x))
+
+
+def _gemm_s32_f32(q, signed, k, n, a_zp, pw, kw, bias_used, scale, activation):
+    """The float-output qlinear on the free s32 GEMM (kernels without ``bind_gemm_f32``)."""
+    gemm = q.gemm_s8s8_s32 if signed else q.gemm_u8s8_s32
+
+    def fn(x):
+        acc = gemm(x.reshape(-1, k), a_zp, pw, **kw)
+        acc = acc + bias_used  # int32: the true sum fits, proven above
+        y = np.multiply(acc.astype(np.float32), scale, dtype=np.float32)
+        return apply_to_array(activation, y).reshape(x.shape[:-1] + (n,))
+    return fn
 
 
 def _dequant_bias(bias, s_x, scale_w):
@@ -392,7 +414,26 @@ def build_linear_dynamic(ctx, node):
     scale_w = _as_vector(s_w, n)
     bias_f = None if bias is None else bias.astype(np.float32)
     per_token = node.attrs["granularity"] == "per_token"
+    if hasattr(q, "bind_linear_dynamic"):  # the CPU module: one bound call (CUDA: the steps)
+        fn = q.bind_linear_dynamic(pw, scale_w, None if bias_f is None else bias_f.reshape(-1),
+                                   per_token)
+    else:
+        fn = _dynamic_steps(q, k, n, pw, scale_w, bias_f, per_token)
+    weights = [_weight_record(node, "int8", w.size, pw.nbytes, scale_w.nbytes +
+                              (0 if bias_f is None else bias_f.nbytes))]
+    inputs = [ctx.value(x_node, "logical")]
+    impl = Impl("dynamic_quantize + gemm_u8s8_f32", "exact path; activation scale per call",
+                fn, inputs, weights=weights, kind="int8")
+    _on_target(ctx, impl)
+    w_f = _dequant_weight(w, scale_w)
+    mm = F32Matmul(w_f)
+    alt = Impl("fp32 gemm (ndl.cpu)", "float version", _linear_f32(mm, bias_f), inputs,
+               weights=[_weight_record(node, "float32", w.size, mm.nbytes, 0)])
+    return impl, alt
 
+
+def _dynamic_steps(q, k, n, pw, scale_w, bias_f, per_token):
+    """linear_dynamic as separate calls: dynamic quantize, GEMM, bias add."""
     def fn(x):
         x2 = np.ascontiguousarray(x.reshape(-1, k), np.float32)
         if per_token:
@@ -405,18 +446,7 @@ def build_linear_dynamic(ctx, node):
         if bias_f is not None:
             y = np.add(y, bias_f, dtype=np.float32)  # a separate add: no FMA, as specified
         return y.reshape(x.shape[:-1] + (n,))
-
-    weights = [_weight_record(node, "int8", w.size, pw.nbytes, scale_w.nbytes +
-                              (0 if bias_f is None else bias_f.nbytes))]
-    inputs = [ctx.value(x_node, "logical")]
-    impl = Impl("dynamic_quantize + gemm_u8s8_f32", "exact path; activation scale per call",
-                fn, inputs, weights=weights, kind="int8")
-    _on_target(ctx, impl)
-    w_f = _dequant_weight(w, scale_w)
-    mm = F32Matmul(w_f)
-    alt = Impl("fp32 gemm (ndl.cpu)", "float version", _linear_f32(mm, bias_f), inputs,
-               weights=[_weight_record(node, "float32", w.size, mm.nbytes, 0)])
-    return impl, alt
+    return fn
 
 
 @builder("conv2d_dynamic")

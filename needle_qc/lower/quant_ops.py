@@ -64,10 +64,45 @@ def build_dequantize(ctx, node):
     s_arr, z_arr = np.array([s], np.float32), np.array([z], np.int32)
     layout = ctx.layout.get(x_node.name, "logical")
 
-    def fn(x):
+    def kernel(x):
         return q.dequantize(x, s_arr, z_arr, 0)
-    return Impl("dequantize", "kernel (ONNX DequantizeLinear)", fn, [ctx.value(x_node, layout)],
-                layout, kind="int8", device=device, fallback=fallback)
+    return Impl("dequantize", "kernel (ONNX DequantizeLinear)", in_dense_order(kernel),
+                [ctx.value(x_node, layout)], layout, kind="int8", device=device,
+                fallback=fallback)
+
+
+DENSE_ORDER_MIN = 2048  # measured: the copy of a 640-byte view costs ~1 us, the look-up ~1.2
+
+
+def _dense_order(x):
+    """(order, inverse) when ``x.transpose(order)`` is C-contiguous (x a permuted view of a
+    dense buffer, e.g. the heads split off a projection), else None."""
+    order = tuple(sorted(range(x.ndim), key=lambda i: -x.strides[i]))
+    if not x.transpose(order).flags.c_contiguous:
+        return None
+    return order, tuple(int(i) for i in np.argsort(order))
+
+
+def in_dense_order(elementwise):
+    """``elementwise`` (an array -> array of the same shape, per element) run on a permuted
+    view's dense buffer and its result permuted back: the same values, without the C-contiguous
+    copy the kernel would make (the consumers read strided float views: attention in place).
+    The axis order is worked out once per (shape, strides) seen; below ``DENSE_ORDER_MIN``
+    elements the kernel's copy costs less than the look-up."""
+    orders = {}
+
+    def fn(x):
+        if x.flags.c_contiguous or x.size < DENSE_ORDER_MIN:
+            return elementwise(x)
+        key = (x.shape, x.strides)
+        if key not in orders:
+            orders[key] = _dense_order(x)
+        found = orders[key]
+        if found is None:
+            return elementwise(x)
+        order, inverse = found
+        return elementwise(x.transpose(order)).transpose(inverse)
+    return fn
 
 
 @builder("requantize")
@@ -114,6 +149,10 @@ def build_qadd(ctx, node):
         def fast(x, y):  # the quantize kernel clamps to [lo, hi] in its one pass
             total = np.add(q.dequantize(x, *qa, 0), q.dequantize(y, *qb, 0), dtype=np.float32)
             return q.quantize_f32(total, *qy, 0, out_dtype, lo, hi)
+        if hasattr(q, "bind_qadd"):  # the same kernels in one call, for operands of one shape
+            fast = _one_call_if_same_shape(fast, q.bind_qadd(
+                a.meta["dtype"], float(s_a), int(z_a), b.meta["dtype"], float(s_b), int(z_b),
+                out_dtype, float(s_y), int(z_y), int(lo), int(hi)))
         return Impl("qadd (dequantize + add + quantize_f32)", "elementwise, reference formula "
                     "on the quantize kernels", fast, inputs, layout, kind="int8")
 
@@ -123,6 +162,13 @@ def build_qadd(ctx, node):
         return np.clip(out, lo, hi).astype(out.dtype) if clamped else out
     return Impl("qadd (numpy)", "elementwise, reference formula", fn, inputs, layout,
                 kind="int8")
+
+
+def _one_call_if_same_shape(separate, bound):
+    """``bound(x, y)`` where x and y have one shape, else ``separate`` (it broadcasts)."""
+    def fn(x, y):
+        return bound(x, y) if x.shape == y.shape else separate(x, y)
+    return fn
 
 
 def _qmatmul_check(node, a, b, z_a, z_b):

@@ -85,6 +85,65 @@ py::array gemm_s32(const py::handle& a, const py::handle& a_zp, const PackedWeig
   return run_gemm(pa, w, isa, fast, OutputKind::s32, OutputParams{}, py::dtype::of<int32_t>());
 }
 
+// The bind-time half of the fast-path check (the bound and a_max); the data half runs per call.
+FastPathClaim checked_claim(bool allow_fast, const py::handle& a_max, const PackedWeightS8& w) {
+  FastPathClaim c = claim(allow_fast, a_max);
+  if (c.allow) check_fast_claim(c, PackedA{}, w);
+  return c;
+}
+
+BoundGemm bound(const py::object& w_obj, const std::string& a_dtype, long long a_zp,
+                bool allow_fast, const py::handle& a_max) {
+  BoundGemm g;
+  g.w_keep = w_obj;
+  g.w = &w_obj.cast<const PackedWeightS8&>();
+  g.a_s8 = parse_int8_dtype(a_dtype, "a_dtype");
+  g.a_zp = checked_a_zero_point(a_zp, g.a_s8);
+  g.fast = checked_claim(allow_fast, a_max, *g.w);
+  return g;
+}
+
+BoundGemm bind_requant(const py::object& w, const std::string& a_dtype, long long a_zp,
+                       const py::handle& bias, const py::handle& multiplier, int y_zp, int qmin,
+                       int qmax, const std::string& out_dtype, bool allow_fast,
+                       const py::handle& a_max) {
+  BoundGemm g = bound(w, a_dtype, a_zp, allow_fast, a_max);
+  RequantArgs r = parse_requant(bias, multiplier, y_zp, qmin, qmax, out_dtype, g.w->N);
+  g.kind = OutputKind::requant;
+  g.params = r.params;
+  g.bias = r.bias;
+  g.multiplier_or_scale = r.multiplier;
+  g.dtype = r.dtype;
+  return g;
+}
+
+BoundGemm bind_f32(const py::object& w, const std::string& a_dtype, long long a_zp,
+                   const py::handle& scale, const py::handle& bias, bool allow_fast,
+                   const py::handle& a_max) {
+  BoundGemm g = bound(w, a_dtype, a_zp, allow_fast, a_max);
+  FloatOutArgs f = parse_float_out(scale, py::none(), false, py::none(), 0, g.w->N);
+  g.kind = OutputKind::f32;
+  g.params = f.params;
+  g.multiplier_or_scale = f.scale;
+  if (!bias.is_none()) {
+    g.bias = as_exact_vector<int32_t>(bias, "bias", g.w->N, "N");
+    g.params.bias_i32 = g.bias.data();
+  }
+  g.dtype = py::dtype::of<float>();
+  return g;
+}
+
+BoundDynamic bind_dynamic(const py::object& w_obj, const py::handle& scale,
+                          const py::handle& bias, bool per_row) {
+  BoundDynamic g;
+  g.w_keep = w_obj;
+  g.w = &w_obj.cast<const PackedWeightS8&>();
+  g.scale = as_finite_vector(scale, "scale", g.w->N);
+  if (!bias.is_none()) g.bias = as_exact_vector<float>(bias, "bias", g.w->N, "N");
+  g.per_row = per_row;
+  return g;
+}
+
 // max |Σ_k (a - z_a)(w - z_w)| over every column for (a - z_a) in a_range = (lo, hi).
 int64_t accumulator_bound(size_t K, const py::tuple& a_range, const PackedWeightS8& w) {
   if (K != w.K) bad_arg("K", std::to_string(K) + " != w.K = " + std::to_string(w.K));
@@ -168,6 +227,30 @@ void bind_gemm(py::module_& m) {
       });
   m.def("pack_weight_s8", &pack_weight_s8_py, py::arg("w"), py::arg("w_zero_point") = py::none(),
         "Pack int8 weights w[K, N] (Needle layout) with zero points i32[N] or [1].");
+  py::class_<BoundGemm>(m, "BoundGemm",
+                        "A GEMM bound to one layer's packed weight and output stage: call it "
+                        "with x[..., K] alone.")
+      .def("__call__", &BoundGemm::operator(), py::arg("x"));
+  m.def("bind_gemm_requant", &bind_requant, py::arg("w"), py::arg("a_dtype"),
+        py::arg("a_zero_point"), py::arg("bias"), py::arg("multiplier"),
+        py::arg("y_zero_point"), py::arg("qmin"), py::arg("qmax"),
+        py::arg("out_dtype") = "uint8", py::arg("allow_fast") = false,
+        py::arg("a_max") = py::none(),
+        "gemm_{u8,s8}s8_requant bound to w and its output stage (checked once): returns a "
+        "BoundGemm, y[..., N] = bound(x[..., K]). a_dtype: 'uint8' or 'int8'.");
+  m.def("bind_gemm_f32", &bind_f32, py::arg("w"), py::arg("a_dtype"), py::arg("a_zero_point"),
+        py::arg("scale"), py::arg("bias") = py::none(), py::arg("allow_fast") = false,
+        py::arg("a_max") = py::none(),
+        "y = float(Σ(a-za)(w-zw) + bias[n]) * scale[n] (int32 bias added before the one "
+        "conversion), bound to w: returns a BoundGemm, y[..., N] = bound(x[..., K]).");
+  py::class_<BoundDynamic>(m, "BoundDynamic",
+                           "A dynamic linear bound to one packed weight: call it with "
+                           "x[..., K] (float32) alone.")
+      .def("__call__", &BoundDynamic::operator(), py::arg("x"));
+  m.def("bind_linear_dynamic", &bind_dynamic, py::arg("w"), py::arg("scale"),
+        py::arg("bias") = py::none(), py::arg("per_row") = false,
+        "dynamic_quantize_u8 (per_row: _rows) + gemm_u8s8_f32 + bias bound to w: returns a "
+        "BoundDynamic, y[..., N] = float(Σ(a-za)(w-zw)) * (s_x * scale[n]) + bias[n].");
   def_gemms<false>(m, "gemm_u8s8");
   def_gemms<true>(m, "gemm_s8s8");
   m.def("accumulator_bound", &accumulator_bound, py::arg("K"), py::arg("a_range"), py::arg("w"),

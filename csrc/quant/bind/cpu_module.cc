@@ -14,6 +14,7 @@ void bind_layout(py::module_& m);
 void bind_naive_float_layers(py::module_& m);
 void bind_lstm(py::module_& m);
 void bind_attention_gemm_f32(py::module_& m);
+void bind_qadd(py::module_& m);
 }  // namespace needle_qc
 
 PYBIND11_MODULE(_quant_cpu, m) {
@@ -30,4 +31,5 @@ PYBIND11_MODULE(_quant_cpu, m) {
   needle_qc::bind_naive_float_layers(m);
   needle_qc::bind_lstm(m);
   needle_qc::bind_attention_gemm_f32(m);
+  needle_qc::bind_qadd(m);
 }

@@ -25,6 +25,8 @@ list(APPEND QUANT_AVX2_SOURCES cpu/attention_f32_avx2.cc)
 list(APPEND QUANT_BIND_SOURCES bind/cpu_lstm.cc ref/naive_lstm.cc)
 list(APPEND QUANT_PORTABLE_SOURCES cpu/lstm_cell.cc)
 list(APPEND QUANT_AVX2_SOURCES cpu/lstm_cell_avx2.cc)
+# qadd in one call (dequantize + add + quantize); at -O3 with the kernels: its add loop is hot
+list(APPEND QUANT_PORTABLE_SOURCES bind/cpu_qadd.cc)
 list(TRANSFORM QUANT_BIND_SOURCES PREPEND ${QUANT_DIR}/)
 list(TRANSFORM QUANT_PORTABLE_SOURCES PREPEND ${QUANT_DIR}/)
 list(TRANSFORM QUANT_AVX2_SOURCES PREPEND ${QUANT_DIR}/)

@@ -1,13 +1,15 @@
 // gemm.cc: the int8 GEMM driver, a good place to start reading. Loop nest:
 //
 //   for each block of MC rows (so the packed rows stay in L2)      (threads split the panels)
-//     for each group of NP adjacent 16-column panels of W
+//     for each group of NP adjacent 16-column panels of W       (AVX2: expand their column terms)
 //       for each MR-row tile: ukernel -> NP raw int32 tiles -> correct_tile -> output_tile
+//                                                             (AVX2: output_rows_avx2)
 //
 // Few rows (M <= kGemvRows, the GEMV case) take one row tile over four panels, so the work is a
 // stream over the packed weights split between the threads by columns.
 #include <algorithm>
 
+#include "quant/cpu/output_panel.h"
 #include "quant/cpu/quant.h"
 #include "quant/cpu/ukernel_panels.h"
 
@@ -97,19 +99,53 @@ static void output_panel(const GemmJob& job, const int32_t* c, size_t mr, size_t
   output_tile(job.kind, acc, mr, m0, n0, nc, job.p, job.out, job.w.N);
 }
 
+// AVX2: the output stage reads a panel's column terms expanded once for all its row tiles
+// (the K = 32 vocabulary projection spent as long in per-tile set-up as in its microkernel).
+static bool terms_once(const GemmJob& job) {
+#if defined(NEEDLE_QC_X86)
+  return job.isa == Isa::avx2;
+#else
+  (void)job;
+  return false;
+#endif
+}
+
+static void fill_terms(const GemmJob& job, size_t panel, PanelTerms& t) {
+#if defined(NEEDLE_QC_X86)
+  panel_terms_avx2(job.w, job.p, panel, t);
+#else
+  panel_terms(job.w, job.p, panel, t);
+#endif
+}
+
+static void output_rows(const GemmJob& job, const int32_t* c, size_t mr, size_t m0,
+                        const PanelTerms* terms, size_t panel, int32_t* acc) {
+#if defined(NEEDLE_QC_X86)
+  if (terms)
+    return output_rows_avx2(job.kind, c, mr, m0, *terms, job.w, job.a, job.p, job.out, job.w.N);
+#endif
+  (void)terms;
+  output_panel(job, c, mr, m0, panel, acc);
+}
+
 static void gemm_panels(const GemmJob& job, size_t p_begin, size_t p_end) {
   alignas(64) int32_t c[kMaxPanelsPerTile * kTileStride];
   alignas(64) int32_t acc[kMaxMR * kPanelWidth];
+  PanelTerms terms[kMaxPanelsPerTile];
   const size_t M = job.a.M, MR = job.shape.MR, NP = job.shape.NP;
+  const bool once = terms_once(job);
   for (size_t mb = 0; mb < M; mb += kRowBlock) {
     const size_t m_end = std::min(M, mb + kRowBlock);
     for (size_t panel = p_begin; panel < p_end; panel += NP) {
       const size_t np = std::min(NP, p_end - panel);
+      if (once)
+        for (size_t p = 0; p < np; ++p) fill_terms(job, panel + p, terms[p]);
       for (size_t m0 = mb; m0 < m_end; m0 += MR) {
         const size_t mr = std::min(MR, m_end - m0);
         job.tile(mr, np, job.a, m0, job.w, panel, c);
         for (size_t p = 0; p < np; ++p)
-          output_panel(job, c + p * kTileStride, mr, m0, panel + p, acc);
+          output_rows(job, c + p * kTileStride, mr, m0, once ? terms + p : nullptr, panel + p,
+                      acc);
       }
     }
   }

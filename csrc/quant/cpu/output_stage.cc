@@ -5,8 +5,10 @@
 //   y = clamp(rint(v) + y_zp, qmin, qmax)      rint = round half to even
 // Clamping v to [qmin - y_zp, qmax - y_zp] *before* rounding gives the same integer (the bounds are
 // integers and rint is monotone) and keeps the float -> int conversion in range.
+#include <algorithm>
 #include <cmath>
 
+#include "quant/cpu/output_panel.h"
 #include "quant/cpu/quant.h"
 
 namespace needle_qc {
@@ -84,6 +86,31 @@ void output_tile(OutputKind kind, const int32_t* acc, size_t mr, size_t m0, size
       float_row(row, m, n0, nc, p, static_cast<float*>(out) + m * N);
     }
   }
+}
+
+void panel_terms(const PackedWeightS8& w, const OutputParams& p, size_t panel, PanelTerms& t) {
+  t.n0 = panel * kPanelWidth;
+  t.nc = std::min<size_t>(kPanelWidth, w.N - t.n0);
+  const uint32_t za = p.a_zp_per_row ? 0u : static_cast<uint32_t>(p.a_zp[0]);
+  const float* s = p.multiplier ? p.multiplier : p.scale;
+  const bool s_per_col = p.multiplier ? p.multiplier_per_col : p.scale_per_col;
+  PanelTerms::Own& o = t.own;
+  for (size_t j = 0; j < kPanelWidth; ++j) {
+    const size_t n = t.n0 + j;
+    const bool real = j < t.nc;
+    const uint32_t colsum = real ? static_cast<uint32_t>(w.colsum[n]) : 0u;
+    const uint32_t bias = real && p.bias_i32 ? static_cast<uint32_t>(p.bias_i32[n]) : 0u;
+    o.col[j] = static_cast<int32_t>(bias - za * colsum);
+    o.colsum[j] = static_cast<int32_t>(colsum);
+    o.zw[j] = real ? w.zero_point[n] : 0;
+    o.scale[j] = !real || s == nullptr ? 0.0f : s[s_per_col ? n : 0];
+    o.bias_f[j] = real && p.bias_f32 ? p.bias_f32[n] : 0.0f;
+  }
+  t.col = o.col;
+  t.colsum = o.colsum;
+  t.zw = o.zw;
+  t.scale = o.scale;
+  t.bias_f = o.bias_f;
 }
 
 }  // namespace needle_qc

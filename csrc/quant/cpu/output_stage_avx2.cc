@@ -2,6 +2,10 @@
 // same single roundings (cvtdq2ps, mulps, addps, cvtps2dq ties-to-even), so bit-identical.
 #include <immintrin.h>
 
+#include <cstring>
+
+#include "quant/cpu/output_panel.h"
+
 #include "quant/cpu/quant.h"
 
 namespace needle_qc {
@@ -75,6 +79,145 @@ void output_tile16_avx2(OutputKind kind, const int32_t* c, size_t mr, size_t m0,
       _mm256_storeu_ps(o + 8, float8(acc[1], p, m, n0 + 8));
     }
   }
+}
+
+namespace {
+
+// The exact int32 sums of one row (8 columns per half), from the raw tile row c.
+struct RowSums {
+  __m256i v[2];
+};
+
+inline RowSums row_sums(const int32_t* c, const PanelTerms& t, bool za_per_row, bool has_zw,
+                        int32_t za, int32_t k_za_minus_rs) {
+  RowSums s;
+  for (size_t h = 0; h < 2; ++h) {
+    __m256i v = _mm256_add_epi32(_mm256_loadu_si256((const __m256i*)(c + 8 * h)),
+                                 _mm256_loadu_si256((const __m256i*)(t.col + 8 * h)));
+    if (za_per_row)
+      v = _mm256_sub_epi32(v, _mm256_mullo_epi32(
+                                  _mm256_set1_epi32(za),
+                                  _mm256_loadu_si256((const __m256i*)(t.colsum + 8 * h))));
+    if (has_zw)
+      v = _mm256_add_epi32(v, _mm256_mullo_epi32(
+                                  _mm256_set1_epi32(k_za_minus_rs),
+                                  _mm256_loadu_si256((const __m256i*)(t.zw + 8 * h))));
+    s.v[h] = v;
+  }
+  return s;
+}
+
+// 16 requantized bytes: rint(clamp(float(v) * M, lo, hi)) + y_zp; the zero point is added
+// in int16 after the pack (|value| <= 255 and the sum lies in [qmin, qmax]: nothing saturates).
+inline __m128i requant16(const RowSums& s, const PanelTerms& t, __m256 lo, __m256 hi,
+                         __m256i y_zp16, bool out_s8) {
+  __m256i q[2];
+  for (size_t h = 0; h < 2; ++h) {
+    __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(s.v[h]), _mm256_loadu_ps(t.scale + 8 * h));
+    q[h] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
+  }
+  __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0xD8);
+  w16 = _mm256_add_epi16(w16, y_zp16);
+  __m128i a = _mm256_castsi256_si128(w16), b = _mm256_extracti128_si256(w16, 1);
+  return out_s8 ? _mm_packs_epi16(a, b) : _mm_packus_epi16(a, b);
+}
+
+}  // namespace
+
+void panel_terms_avx2(const PackedWeightS8& w, const OutputParams& p, size_t panel,
+                      PanelTerms& t) {
+  const size_t n0 = panel * kPanelWidth;
+  if (w.N - n0 < kPanelWidth) return panel_terms(w, p, panel, t);
+  t.n0 = n0;
+  t.nc = kPanelWidth;
+  PanelTerms::Own& o = t.own;
+  const int32_t za = p.a_zp_per_row ? 0 : p.a_zp[0];
+  const int32_t* bias = p.bias_i32 ? p.bias_i32 + n0 : nullptr;
+  if (za != 0 || bias == nullptr) {  // bias - za * colsum, modulo 2^32
+    const int32_t* colsum = w.colsum.data() + n0;
+    for (size_t h = 0; h < 2; ++h) {
+      __m256i v = _mm256_mullo_epi32(_mm256_set1_epi32(za),
+                                     _mm256_loadu_si256((const __m256i*)(colsum + 8 * h)));
+      __m256i b = bias ? _mm256_loadu_si256((const __m256i*)(bias + 8 * h))
+                       : _mm256_setzero_si256();
+      _mm256_store_si256((__m256i*)(o.col + 8 * h), _mm256_sub_epi32(b, v));
+    }
+    t.col = o.col;
+  } else {
+    t.col = bias;
+  }
+  t.colsum = w.colsum.data() + n0;
+  t.zw = w.zero_point.data() + n0;
+  const float* s = p.multiplier ? p.multiplier : p.scale;
+  const bool s_per_col = p.multiplier ? p.multiplier_per_col : p.scale_per_col;
+  if (s != nullptr && !s_per_col) {
+    const __m256 v = _mm256_set1_ps(s[0]);
+    _mm256_store_ps(o.scale, v);
+    _mm256_store_ps(o.scale + 8, v);
+  }
+  t.scale = s == nullptr ? o.scale : s_per_col ? s + n0 : o.scale;
+  t.bias_f = p.bias_f32 ? p.bias_f32 + n0 : o.bias_f;
+}
+
+namespace {
+
+// The rows of one panel into dst (row r at dst + r * ld bytes, column n0 first).
+template <OutputKind kKind>
+void panel_rows(const int32_t* c, size_t mr, size_t m0, const PanelTerms& t,
+                const PackedWeightS8& w, const PackedA& a, const OutputParams& p, uint8_t* dst,
+                size_t ld) {
+  const uint32_t K = static_cast<uint32_t>(w.K);
+  const bool per_row = p.a_zp_per_row, has_zw = !w.zero_point_is_zero;
+  const __m256 lo = _mm256_set1_ps(float(p.qmin - p.y_zp));
+  const __m256 hi = _mm256_set1_ps(float(p.qmax - p.y_zp));
+  const __m256i y_zp16 = _mm256_set1_epi16(static_cast<int16_t>(p.y_zp));
+  for (size_t r = 0; r < mr; ++r, dst += ld) {
+    const size_t m = m0 + r;
+    const uint32_t za = static_cast<uint32_t>(p.a_zp[per_row ? m : 0]);
+    const uint32_t rs = a.rowsum.empty() ? 0u : static_cast<uint32_t>(a.rowsum[m]);
+    const RowSums s = row_sums(c + r * kPanelWidth, t, per_row, has_zw, int32_t(za),
+                               int32_t(K * za - rs));
+    if (kKind == OutputKind::s32) {
+      _mm256_storeu_si256((__m256i*)dst, s.v[0]);
+      _mm256_storeu_si256((__m256i*)(dst + 32), s.v[1]);
+    } else if (kKind == OutputKind::requant) {
+      _mm_storeu_si128((__m128i*)dst, requant16(s, t, lo, hi, y_zp16, p.out_s8));
+    } else {
+      for (size_t h = 0; h < 2; ++h) {
+        __m256 sc = _mm256_loadu_ps(t.scale + 8 * h);
+        if (p.row_scale) sc = _mm256_mul_ps(_mm256_set1_ps(p.row_scale[m]), sc);
+        __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(s.v[h]), sc);
+        if (p.bias_f32) y = _mm256_add_ps(y, _mm256_loadu_ps(t.bias_f + 8 * h));
+        if (p.relu) y = _mm256_max_ps(y, _mm256_setzero_ps());
+        _mm256_storeu_ps((float*)(dst + 32 * h), y);
+      }
+    }
+  }
+}
+
+template <OutputKind kKind>
+void panel_out(const int32_t* c, size_t mr, size_t m0, const PanelTerms& t,
+               const PackedWeightS8& w, const PackedA& a, const OutputParams& p, void* out,
+               size_t N) {
+  constexpr size_t elem = kKind == OutputKind::requant ? 1 : 4;
+  uint8_t* dst = static_cast<uint8_t*>(out) + (m0 * N + t.n0) * elem;
+  if (t.nc == kPanelWidth) return panel_rows<kKind>(c, mr, m0, t, w, a, p, dst, N * elem);
+  // A partial panel: whole rows into a scratch tile, then its nc real columns.
+  alignas(32) uint8_t part[kMaxMR * kPanelWidth * elem];
+  panel_rows<kKind>(c, mr, m0, t, w, a, p, part, kPanelWidth * elem);
+  for (size_t r = 0; r < mr; ++r)
+    std::memcpy(dst + r * N * elem, part + r * kPanelWidth * elem, t.nc * elem);
+}
+
+}  // namespace
+
+void output_rows_avx2(OutputKind kind, const int32_t* c, size_t mr, size_t m0,
+                      const PanelTerms& t, const PackedWeightS8& w, const PackedA& a,
+                      const OutputParams& p, void* out, size_t N) {
+  if (kind == OutputKind::s32) return panel_out<OutputKind::s32>(c, mr, m0, t, w, a, p, out, N);
+  if (kind == OutputKind::requant)
+    return panel_out<OutputKind::requant>(c, mr, m0, t, w, a, p, out, N);
+  panel_out<OutputKind::f32>(c, mr, m0, t, w, a, p, out, N);
 }
 
 }  // namespace needle_qc
