@@ -8,6 +8,8 @@
     python scripts/measure_algorithms.py qat small_cnn \
         '{"weight": "int4", "activation": "static"}' --lsq
     python scripts/measure_algorithms.py plan mlp,small_cnn,resnet9 int4-ch int4-g32
+    python scripts/measure_algorithms.py gptq transformer_lm,resnet9 --calibration 32 \
+        int4-ch-gptq 'int3-g32-gptq+{"gptq_sequential": true}'
 
 Models are comma-separated, schemes are separate arguments. A scheme is a report scheme
 name, or ``NAME+JSON``: that scheme's QConfig with the JSON's fields changed. Everything is
@@ -42,6 +44,75 @@ def schemes(models, specs):
         print(f"{r.model:15s} {r.scheme:40s} {r.metric}={score} sqnr_db={r.sqnr_db:.2f}"
               + (f" error={r.error}" if r.error else ""))
     print(f"seconds {time.time() - start:.0f}")
+
+
+def gptq(names, specs, calibration=8):
+    """Each GPTQ scheme against RTN on the same grid, paired per held-out sample.
+
+    The RTN twin of a scheme is its QConfig with ``rounding="nearest"`` and no GPTQ fields.
+    Calibration: the first ``calibration`` batches of the train split (64 images / 16 LM
+    sequences each), for RTN and GPTQ alike; the held-out split is scored once per setting.
+    One JSON line per scheme: score, share of RTN's loss recovered, the paired statistics
+    against RTN (discordant images and McNemar's z, or the per-token NLL difference and its
+    standard error) and the mean KL divergence of the outputs from fp32's (a steadier signal
+    than a few images)."""
+    from needle_qc.quantize.planner_measure import compile_config, float_outputs
+    from needle_qc.tools import report, zoo
+
+    for name in names:
+        start = time.time()
+        lm = zoo.get(name).task == "language_model"
+        model, _ = report.load_model(name, progress=False)
+        graph = report.trace_model(name, model)
+        batches = [x for x, _ in zoo.batches(name, "train", 16 if lm else 64,
+                                             limit=calibration)]
+        held = zoo.batches(name, "heldout", 16 if lm else 250)
+        labels = [np.asarray(y).astype(np.int64) for _, y in held]
+        ref = float_outputs(graph, [x for x, _ in held])
+        fp32 = _per_sample_logits(ref, labels, lm)
+        rtn = {}
+        for spec in specs:
+            t0 = time.time()
+            cfg = _scheme(spec).qconfig()
+            twin = cfg.replace(rounding="nearest", gptq_act_order=False, gptq_sequential=False)
+            for c in (twin, cfg):
+                if repr(c) not in rtn:
+                    cm = compile_config(graph, c, batches)
+                    out = [np.asarray(cm.run_arrays(x)[0], np.float64) for x, _ in held]
+                    rtn[repr(c)] = (_per_sample_logits(out, labels, lm), _kl_to(ref, out))
+            (base, kl_rtn), (s, kl) = rtn[repr(twin)], rtn[repr(cfg)]
+            f, r, g = (_score(v, lm) for v in (fp32, base, s))
+            loss, gain = ((r - f), (r - g)) if lm else ((f - r), (g - r))
+            line = {"model": name, "scheme": spec, "calibration_batches": calibration,
+                    "fp32": f, "rtn": r, "gptq": g,
+                    "recovered": round(gain / loss, 3) if loss else None}
+            line.update({k.replace("gptq_", "vs_rtn_"): v for k, v in
+                         _summary(lm, uniform=base, gptq=s).items()
+                         if k in ("gptq_dnll", "gptq_discordant")})
+            line.update(kl_rtn=round(kl_rtn, 5), kl_gptq=round(kl, 5),
+                        seconds=round(time.time() - t0, 1))
+            print(json.dumps(line), flush=True)
+        print(json.dumps({"model": name, "seconds": round(time.time() - start, 1)}))
+
+
+def _per_sample_logits(logits, labels, lm):
+    """Per-sample correctness (classifiers) or per-token negative log-likelihood (LMs)."""
+    out = []
+    for z, y in zip(logits, labels):
+        y = np.asarray(y).astype(np.int64)
+        if lm:
+            z = z - z.max(axis=1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            out.append(-logp[np.arange(len(y)), y])
+        else:
+            out.append((z.argmax(axis=1) == y).astype(np.float64))
+    return np.concatenate(out)
+
+
+def _kl_to(ref, out):
+    from needle_qc.quantize.planner_measure import output_cost
+
+    return output_cost(ref, out, "kl")
 
 
 def qat(name, cfg_json, lr=3e-4, lsq=False):
@@ -140,17 +211,8 @@ def _plan_model(name, budgets, calibration):
 
 def _per_sample(cm, data, lm):
     """Per-sample correctness (classifiers) or per-token negative log-likelihood (LMs)."""
-    out = []
-    for x, y in data:
-        z = np.asarray(cm.run_arrays(x)[0], np.float64)
-        y = np.asarray(y).astype(np.int64)
-        if lm:
-            z = z - z.max(axis=1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            out.append(-logp[np.arange(len(y)), y])
-        else:
-            out.append((z.argmax(axis=1) == y).astype(np.float64))
-    return np.concatenate(out)
+    return _per_sample_logits([np.asarray(cm.run_arrays(x)[0], np.float64) for x, _ in data],
+                              [y for _, y in data], lm)
 
 
 def _scorer(data, lm):
@@ -191,6 +253,11 @@ if __name__ == "__main__":
     elif command == "qat":
         qat(args[0], args[1], *(float(a) for a in args[2:] if a != "--lsq"),
             lsq="--lsq" in args)
+    elif command == "gptq":
+        calib = int(args[args.index("--calibration") + 1]) if "--calibration" in args else 8
+        rest = [a for i, a in enumerate(args[1:], 1)
+                if a != "--calibration" and args[i - 1] != "--calibration"]
+        gptq(args[0].split(","), rest, calib)
     elif command == "plan":
         plan(args[0].split(","), args[1:] or ["int4-ch", "int4-g32"])
     else:

@@ -68,7 +68,9 @@ class QConfig:
         feedback, calibrated on the layer inputs; ``gptq_percdamp`` damping relative to the mean
         Hessian diagonal, ``gptq_act_order`` processes inputs by decreasing Hessian diagonal;
         ``gptq_sequential``, weight-only: each layer's Hessian is measured with the layers before
-        it already rounded, as in the paper, at one more pass over the batches per layer).
+        it already rounded, as in the paper, at one more pass over the batches per layer;
+        ``gptq_clip_search`` (default on): each output row's scales cover ``p`` times its range,
+        ``p`` in 1.0, 0.95, ..., 0.6 chosen by the GPTQ objective, one GPTQ run per ``p``).
     bias_correction : bool
         Fold the expected output shift of the weight rounding, ``E[x] (W - W_q)``, into the bias
         (calibrated layer input means).
@@ -105,6 +107,7 @@ class QConfig:
     gptq_percdamp: float = 0.01
     gptq_act_order: bool = False
     gptq_sequential: bool = False
+    gptq_clip_search: bool = True
     bias_correction: bool = False
     equalization: bool = False
     smoothquant: float | str | None = None
@@ -160,7 +163,8 @@ class QConfig:
             raise ValueError(f"QConfig: weight_bits={self.weight_bits} is a grid inside 4-bit "
                              f"weight-only storage (weight='int4' or 'uint4', activation=None), "
                              f"got weight={self.weight!r}, activation={self.activation!r}")
-        for name in ("gptq_act_order", "gptq_sequential", "bias_correction", "equalization"):
+        for name in ("gptq_act_order", "gptq_sequential", "gptq_clip_search", "bias_correction",
+                     "equalization"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"QConfig: {name}={getattr(self, name)!r} must be a bool")
         damp = self.gptq_percdamp

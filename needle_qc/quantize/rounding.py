@@ -8,12 +8,13 @@ from dataclasses import replace
 import numpy as np
 
 from needle_qc.quantize.algorithms.bias_correction import correct_bias
-from needle_qc.quantize.algorithms.gptq import gptq_quantize_weight
+from needle_qc.quantize.algorithms.gptq import CLIP_SHRINKS, gptq_quantize_weight
 from needle_qc.quantize.lowbit import QuantizedWeight, quantize_weight
 
 
 def round_weight(w, cfg, granularity, axis=None, moments=None, where="?") -> QuantizedWeight:
-    """``w`` quantized as ``cfg`` says (``cfg.rounding``): RTN, or GPTQ on ``moments.hessian``.
+    """``w`` quantized as ``cfg`` says (``cfg.rounding``): RTN, or GPTQ on ``moments.hessian``
+    (with ``cfg.gptq_clip_search``: each output row's range factor from ``CLIP_SHRINKS``).
 
     ``axis`` is quantize_weight's (per_group: the reduction axis); GPTQ always groups along the
     reduction axis (K, or C_in for conv), which is what the passes ask for. With
@@ -30,11 +31,12 @@ def round_weight(w, cfg, granularity, axis=None, moments=None, where="?") -> Qua
     grid = cfg.weight if cfg.weight_bits is None else \
         f"{'u' if cfg.weight.startswith('u') else ''}int{cfg.weight_bits}"
     # RTN on a grid quantize_weight lacks: GPTQ with an identity Hessian is RTN bit for bit
-    hessian = moments.hessian if cfg.rounding == "gptq" else \
-        np.eye(int(np.prod(w.shape[:-1])))
+    gptq = cfg.rounding == "gptq"
+    hessian = moments.hessian if gptq else np.eye(int(np.prod(w.shape[:-1])))
     qw = gptq_quantize_weight(w, hessian, grid, granularity, cfg.group_size,
                               cfg.weight_symmetric, percdamp=float(cfg.gptq_percdamp),
-                              act_order=bool(cfg.gptq_act_order and cfg.rounding == "gptq"))
+                              act_order=bool(cfg.gptq_act_order and gptq),
+                              shrink=CLIP_SHRINKS if gptq and cfg.gptq_clip_search else (1.0,))
     if grid == cfg.weight:
         return qw
     container = np.uint8 if cfg.weight == "uint4" else np.int8

@@ -14,6 +14,8 @@ _EXTRA_CONTAINER = {"int3": np.int8, "uint3": np.uint8, "int2": np.int8, "uint2"
 GRID_DTYPES = ("int8", "uint8", "int4", "uint4") + tuple(_EXTRA_RANGES)
 GRID_GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 _FP32_TINY = float(np.finfo(np.float32).tiny)
+# Range factors tried per output row by the clipping search (QConfig.gptq_clip_search)
+CLIP_SHRINKS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +227,7 @@ def column_groups(n_in: int, group_size: int, segment: int | None = None) -> np.
 
 def gptq_quantize_matrix(W, H, grid: WeightGrid, *, segment: int | None = None,
                          percdamp: float = 0.01, blocksize: int = 128,
-                         act_order: bool = False) -> GPTQResult:
+                         act_order: bool = False, shrink=(1.0,)) -> GPTQResult:
     """GPTQ (Frantar et al. 2022, Alg. 1) on ``W`` ``(n_out, n_in)`` with input Hessian ``H``.
 
     Columns are quantized one at a time in processing order; the rounding error of column ``i``
@@ -244,6 +246,11 @@ def gptq_quantize_matrix(W, H, grid: WeightGrid, *, segment: int | None = None,
     With act-order (columns by decreasing ``H_ii``, stable) groups stay the contiguous input
     blocks of :func:`column_groups` ("static" groups), so the result keeps RTN's representation.
     With ``U`` diagonal (diagonal ``H``) nothing is propagated: the result is RTN bit for bit.
+
+    ``shrink``: range factors ``p`` (in (0, 1]); each scale covers ``p * [min, max]`` (per group:
+    of the updated values). With several, GPTQ runs once per factor and every output row keeps
+    the run with the lowest objective ``(w - w_q) H (w - w_q)^T`` on the undamped ``H`` (rows
+    are independent: one factor per row, for all its groups). ``(1.0,)`` is plain GPTQ.
     """
     W = np.array(W, dtype=np.float64)
     H = np.array(H, dtype=np.float64)
@@ -254,6 +261,10 @@ def gptq_quantize_matrix(W, H, grid: WeightGrid, *, segment: int | None = None,
         raise ValueError("gptq: W and H must be finite")
     if percdamp < 0 or blocksize < 1:
         raise ValueError(f"gptq: percdamp={percdamp} must be >= 0, blocksize={blocksize} >= 1")
+    shrink = tuple(float(p) for p in shrink)
+    if not shrink or not all(0 < p <= 1 for p in shrink):
+        raise ValueError(f"gptq: shrink={shrink} must be range factors in (0, 1]")
+    objective = H.copy()
     w32 = W.astype(np.float32)
     diag = np.arange(n_in)
     dead = H[diag, diag] == 0
@@ -261,17 +272,39 @@ def gptq_quantize_matrix(W, H, grid: WeightGrid, *, segment: int | None = None,
     perm = np.argsort(-H[diag, diag], kind="stable") if act_order else diag.copy()
     H[diag, diag] += percdamp * np.mean(H[diag, diag])
     U = _upper_cholesky_of_inverse(H[np.ix_(perm, perm)])
-    scale, zp = _fixed_qparams(w32, grid)
     gid = column_groups(n_in, grid.group_size, segment) if grid.granularity == "per_group" \
         else None
+    runs = [_gptq_run(W, w32, U, grid, perm, gid, blocksize, np.float32(p)) for p in shrink]
+    return runs[0] if len(runs) == 1 else _best_rows(runs, W, objective)
+
+
+def _gptq_run(W, w32, U, grid, perm, gid, blocksize, p):
+    # one GPTQ pass whose scales cover p times the range
+    scale, zp = _fixed_qparams(p * w32, grid)
     if gid is not None:
-        scale = np.zeros((n_out, gid.max() + 1), np.float32)
-        zp = np.zeros((n_out, gid.max() + 1), np.int64)
+        scale = np.zeros((W.shape[0], gid.max() + 1), np.float32)
+        zp = np.zeros((W.shape[0], gid.max() + 1), np.int64)
     Wp = W[:, perm]
-    Qp = _gptq_columns(Wp, U, grid, scale, zp, None if gid is None else gid[perm], blocksize)
+    Qp = _gptq_columns(Wp, U, grid, scale, zp, None if gid is None else gid[perm], blocksize, p)
     q = np.empty_like(Qp)
     q[:, perm] = Qp
     return GPTQResult(q, scale, zp, perm, gid, grid)
+
+
+def _best_rows(runs, W, H):
+    # each output row from the run with the lowest objective (one run for a per-tensor scale)
+    errs = np.stack([_row_errors(W, r.dequantize(), H) for r in runs])
+    if runs[0].grid.granularity == "per_tensor":
+        return runs[int(np.argmin(errs.sum(axis=1)))]
+    best, rows = np.argmin(errs, axis=0), np.arange(W.shape[0])
+    q, scale, zp = (np.stack([getattr(r, f) for r in runs])[best, rows]
+                    for f in ("q", "scale", "zp"))
+    return GPTQResult(q, scale, zp, runs[0].perm, runs[0].groups, runs[0].grid)
+
+
+def _row_errors(W, W_q, H):
+    D = np.asarray(W, np.float64) - np.asarray(W_q, np.float64)
+    return np.einsum("ij,jk,ik->i", D, H, D)
 
 
 def _upper_cholesky_of_inverse(H: np.ndarray) -> np.ndarray:
@@ -296,7 +329,7 @@ def _fixed_qparams(w32: np.ndarray, grid: WeightGrid):
     return None, None
 
 
-def _gptq_columns(Wp, U, grid, scale, zp, gid_p, blocksize):
+def _gptq_columns(Wp, U, grid, scale, zp, gid_p, blocksize, p=np.float32(1)):
     n_out, n_in = Wp.shape
     Qp = np.empty((n_out, n_in), np.int64)
     seen = np.zeros(0 if gid_p is None else gid_p.max() + 1, bool)
@@ -309,7 +342,8 @@ def _gptq_columns(Wp, U, grid, scale, zp, gid_p, blocksize):
                 g = gid_p[i]
                 if not seen[g]:
                     seen[g] = True
-                    cur = _current_columns(Wp, U, err, i1, i, i2, np.flatnonzero(gid_p == g))
+                    cur = p * _current_columns(Wp, U, err, i1, i, i2,
+                                               np.flatnonzero(gid_p == g))
                     scale[:, g], zp[:, g] = grid.qparams(cur.min(axis=1, initial=0),
                                                          cur.max(axis=1, initial=0))
                 s, z = scale[:, g], zp[:, g]
@@ -343,7 +377,8 @@ def hessian_error(W, W_q, H) -> float:
 
 def gptq_quantize_weight(w, hessian, dtype: str = "int4", granularity: str | None = None,
                          group_size: int = 32, symmetric: bool = True, *, percdamp: float = 0.01,
-                         blocksize: int = 128, act_order: bool = False) -> QuantizedWeight:
+                         blocksize: int = 128, act_order: bool = False,
+                         shrink=(1.0,)) -> QuantizedWeight:
     """GPTQ on a Needle weight, returning the record :func:`quantize_weight` returns.
 
     ``w``: linear ``[K, N]`` or conv ``[kH, kW, C_in, C_out]``. ``hessian``: ``(D, D)`` over the
@@ -352,7 +387,8 @@ def gptq_quantize_weight(w, hessian, dtype: str = "int4", granularity: str | Non
     per_channel); per_channel scales lie on the output axis (last), per_group blocks on the
     reduction axis (K, or C_in for conv) with scales shaped like quantize_weight's. With a
     diagonal ``hessian`` the result equals ``quantize_weight(w, dtype, granularity,
-    axis=reduction axis, group_size, symmetric)`` bit for bit.
+    axis=reduction axis, group_size, symmetric)`` bit for bit (with ``shrink=(1.0,)``).
+    ``shrink``: the clipping search of :func:`gptq_quantize_matrix` (e.g. ``CLIP_SHRINKS``).
     """
     arr = np.asarray(w)
     if arr.ndim not in (2, 4) or arr.dtype.kind != "f":
@@ -364,7 +400,8 @@ def gptq_quantize_weight(w, hessian, dtype: str = "int4", granularity: str | Non
     grid = WeightGrid(dtype, symmetric, granularity, group_size)
     n_out, red_axis = arr.shape[-1], arr.ndim - 2
     res = gptq_quantize_matrix(arr.reshape(-1, n_out).T, H, grid, segment=arr.shape[red_axis],
-                               percdamp=percdamp, blocksize=blocksize, act_order=act_order)
+                               percdamp=percdamp, blocksize=blocksize, act_order=act_order,
+                               shrink=shrink)
     q = res.q.T.reshape(arr.shape).astype(grid.container)
     zdt = grid.container
     if granularity == "per_tensor":

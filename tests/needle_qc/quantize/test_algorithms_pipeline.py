@@ -309,9 +309,10 @@ def test_sequential_gptq_measures_each_layer_after_the_rounded_prefix():
     x = np.concatenate(batches).astype(np.float64)
     assert np.allclose(fc1_stats.frozen["fc1"].hessian, 2 * x.T @ x / len(x))
     from needle_qc.quantize.algorithms import gptq_quantize_weight
+    from needle_qc.quantize.algorithms.gptq import CLIP_SHRINKS  # gptq_clip_search=True
 
     w1q = gptq_quantize_weight(g.tensors["fc1.weight"], fc1_stats.frozen["fc1"].hessian, "int4",
-                               "per_channel").dequantize()
+                               "per_channel", shrink=CLIP_SHRINKS).dequantize()
     h = np.maximum(np.concatenate(batches) @ w1q + g.tensors["fc1.bias"], 0).astype(np.float64)
     assert np.allclose(fc2_stats.frozen["fc2"].hessian, 2 * h.T @ h / len(h), rtol=1e-5,
                        atol=1e-7)
@@ -322,7 +323,7 @@ def test_sequential_gptq_measures_each_layer_after_the_rounded_prefix():
     fc2 = seq.graph.node("fc2")
     q = unpack_int4(seq.graph.tensors[fc2.inputs[1].attrs["tensor"]], 8, axis=0, signed=True)
     want = gptq_quantize_weight(g.tensors["fc2.weight"], fc2_stats.frozen["fc2"].hessian, "int4",
-                                "per_channel").q
+                                "per_channel", shrink=CLIP_SHRINKS).q
     assert np.array_equal(q, want)
 
 

@@ -12,7 +12,7 @@ from needle_qc.quantize.algorithms import (
     hessian_error,
     unfold_nchw,
 )
-from needle_qc.quantize.algorithms.gptq import _choose_qparams_range
+from needle_qc.quantize.algorithms.gptq import CLIP_SHRINKS, _choose_qparams_range
 from needle_qc.quantize.qparams import choose_qparams
 
 
@@ -297,7 +297,122 @@ def test_errors():
     with pytest.raises(ValueError, match="not positive definite"):
         gptq_quantize_matrix(np.ones((2, 2)), np.array([[1.0, 2.0], [2.0, 1.0]]), grid,
                              percdamp=0.0)
+    for bad in ((), (0.0,), (1.2,)):
+        with pytest.raises(ValueError, match="shrink="):
+            gptq_quantize_matrix(np.ones((2, 2)), np.eye(2), grid, shrink=bad)
     with pytest.raises(ValueError, match="dtype="):
         WeightGrid("int5")
     with pytest.raises(ValueError, match="no calibration inputs"):
         HessianAccumulator().hessian  # noqa: B018
+
+
+# ----------------------------------------------------------------------------- clipping search
+
+
+def _row_objective(W, W_q, H):
+    D = np.asarray(W, np.float64) - np.asarray(W_q, np.float64)
+    return np.einsum("ij,jk,ik->i", D, H, D)
+
+
+@pytest.mark.parametrize("gran, act_order", [("per_channel", False), ("per_channel", True),
+                                             ("per_group", False), ("per_group", True)])
+def test_clip_search_keeps_each_rows_best_run(gran, act_order):
+    # with several range factors every output row is, integers and scales, the row of the
+    # single-factor run with the lowest objective on the undamped H
+    rng = np.random.default_rng(11)
+    X = correlated_inputs(rng, 400, 12, rank=6) * rng.uniform(0.3, 2.0, 12)
+    W = rng.standard_normal((9, 12))
+    H = 2 * X.T @ X / len(X)
+    grid = WeightGrid("int3", True, gran, group_size=4)
+    seg = 6 if gran == "per_group" else None
+    runs = [gptq_quantize_matrix(W, H, grid, segment=seg, act_order=act_order, shrink=(p,))
+            for p in CLIP_SHRINKS]
+    got = gptq_quantize_matrix(W, H, grid, segment=seg, act_order=act_order,
+                               shrink=CLIP_SHRINKS)
+    errs = np.stack([_row_objective(W, r.dequantize(), H) for r in runs])
+    best = np.argmin(errs, axis=0)
+    for row, k in enumerate(best):
+        for f in ("q", "scale", "zp"):
+            np.testing.assert_array_equal(getattr(got, f)[row], getattr(runs[k], f)[row])
+    np.testing.assert_array_equal(_row_objective(W, got.dequantize(), H), errs.min(axis=0))
+    assert len(set(best.tolist())) > 1  # rows pick different factors
+    plain = gptq_quantize_matrix(W, H, grid, segment=seg, act_order=act_order)
+    np.testing.assert_array_equal(plain.q, runs[0].q)  # shrink=(1.0,) is plain GPTQ
+
+
+def test_shrunk_scales_cover_the_shrunk_range():
+    # a diagonal H propagates nothing: shrink p is RTN on p times the range (clamped)
+    rng = np.random.default_rng(12)
+    W = rng.standard_normal((5, 16))
+    H = np.diag(rng.uniform(0.5, 2.0, 16))
+    for gran in ("per_channel", "per_group"):
+        grid = WeightGrid("int4", True, gran, group_size=8)
+        got = gptq_quantize_matrix(W, H, grid, shrink=(0.75,))
+        w32 = W.astype(np.float32)
+        blocks = [w32] if gran == "per_channel" else [w32[:, :8], w32[:, 8:]]
+        for i, b in enumerate(blocks):
+            p = np.float32(0.75)
+            s, z = grid.qparams((p * b).min(1, initial=0), (p * b).max(1, initial=0))
+            s_got = got.scale if gran == "per_channel" else got.scale[:, i]
+            np.testing.assert_array_equal(s_got, s)
+            cols = slice(None) if gran == "per_channel" else slice(8 * i, 8 * i + 8)
+            np.testing.assert_array_equal(got.q[:, cols], grid.quantize(b, s[:, None],
+                                                                        z[:, None]))
+
+
+def test_per_tensor_clip_search_picks_one_run():
+    rng = np.random.default_rng(13)
+    X = correlated_inputs(rng, 300, 10, rank=5)
+    W = rng.standard_normal((4, 10))
+    W[1, 2] = 9.0
+    H = 2 * X.T @ X / len(X)
+    grid = WeightGrid("int4", True, "per_tensor")
+    runs = [gptq_quantize_matrix(W, H, grid, shrink=(p,)) for p in CLIP_SHRINKS]
+    got = gptq_quantize_matrix(W, H, grid, shrink=CLIP_SHRINKS)
+    k = int(np.argmin([hessian_error(W, r.dequantize(), H) for r in runs]))
+    assert got.scale.shape == () and k > 0
+    np.testing.assert_array_equal(got.q, runs[k].q)
+    np.testing.assert_array_equal(got.scale, runs[k].scale)
+
+
+def test_clip_search_lowers_the_objective_on_correlated_inputs():
+    ratios = []
+    for seed in range(6):
+        rng = np.random.default_rng(200 + seed)
+        X = correlated_inputs(rng, 512, 32, rank=12)
+        w = rng.standard_normal((32, 16)).astype(np.float32)
+        acc = HessianAccumulator()
+        acc.add(X)
+        for dtype, gran in (("int4", "per_channel"), ("int3", "per_group")):
+            plain = gptq_quantize_weight(w, acc, dtype, gran, 16)
+            clip = gptq_quantize_weight(w, acc, dtype, gran, 16, shrink=CLIP_SHRINKS)
+            e = [hessian_error(w.T, r.dequantize().T, acc.hessian) for r in (plain, clip)]
+            assert e[1] <= e[0]
+            ratios.append(e[1] / e[0])
+    assert np.mean(ratios) < 0.95
+
+
+def test_round_weight_searches_clipping_only_for_gptq():
+    # QConfig.gptq_clip_search (default on) -> shrink=CLIP_SHRINKS; off -> plain GPTQ; RTN on the
+    # int3 grid (identity Hessian) never searches
+    from needle_qc.quantize import QConfig
+    from needle_qc.quantize.layer_stats import InputMoments
+    from needle_qc.quantize.rounding import round_weight
+
+    rng = np.random.default_rng(14)
+    X = correlated_inputs(rng, 300, 24, rank=8)
+    w = rng.standard_normal((24, 6)).astype(np.float32)
+    moments = InputMoments(len(X), X.sum(0), X.T @ X)
+    cfg = QConfig(weight="int4", weight_granularity="per_channel", rounding="gptq")
+    assert cfg.gptq_clip_search
+    for c, shrink in ((cfg, CLIP_SHRINKS), (cfg.replace(gptq_clip_search=False), (1.0,))):
+        got = round_weight(w, c, "per_channel", None, moments)
+        want = gptq_quantize_weight(w, moments.hessian, "int4", "per_channel", shrink=shrink)
+        np.testing.assert_array_equal(got.q, want.q)
+        np.testing.assert_array_equal(got.scale, want.scale)
+    rtn = QConfig(weight="int4", group_size=8, weight_bits=3)
+    got = round_weight(w, rtn, "per_group", 0)
+    want = gptq_quantize_weight(w, np.eye(24), "int3", "per_group", 8)
+    np.testing.assert_array_equal(got.q, want.q)
+    with pytest.raises(ValueError, match="gptq_clip_search"):
+        QConfig(weight="int4", rounding="gptq", gptq_clip_search=1)
