@@ -125,41 +125,34 @@ def build_qlstm_cell(ctx, node):
     """The int8 step in one call: x and h quantized, exact int32 products (the int8 weights,
     1 byte each, widened to int16 pairs for madd), float32 gates; bit-identical to the op
     table's evaluation."""
-    kernels = ctx.cpu_kernels
-    if not hasattr(kernels, "qlstm_cell"):
-        return None
-    found = _packed(ctx, node, kernels)
-    if found is None:
-        return None
-    (w_ih, s_ih, w_hh, s_hh, biases), records = found
-    b_ih, b_hh = biases or (None, None)
-    order = node.attrs["gate_order"]
-    x_qp, h_qp = _qparams(node.attrs)
-    mode = "dynamic" if x_qp is None else "static"
-    return Impl(f"qlstm cell int8 {mode} (C++, AVX2 madd)",
-                "int8 gate GEMMs + float gate tail in one call",
-                lambda x, h, c: kernels.qlstm_cell(x, h, c, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh,
-                                                   order, x_qp, h_qp),
-                _inputs(ctx, node, 3), kind="int8", weights=records)
+    return _qlstm_impl(ctx, node, "qlstm_cell", _qparams, "qlstm cell",
+                       "int8 gate GEMMs + float gate tail in one call")
 
 
 @builder("qlstm_layer")
 def build_qlstm_layer(ctx, node):
     """The int8 layer in one call: each x_t quantized with its step's qparams, the integer
     x products of all T steps first, then the recurrence; the cells' bits."""
+    return _qlstm_impl(ctx, node, "qlstm_layer", _step_qparams, "qlstm layer",
+                       "T steps in one call, integer x products batched")
+
+
+def _qlstm_impl(ctx, node, kernel_name, qparams_of, label, why):
+    """The Impl of a qlstm_cell / qlstm_layer node on ``kernels.<kernel_name>`` (same operands:
+    x or xs, h, c, the packed weights and biases, the gate order, x and h qparams)."""
     kernels = ctx.cpu_kernels
-    if not hasattr(kernels, "qlstm_layer"):
+    if not hasattr(kernels, kernel_name):
         return None
     found = _packed(ctx, node, kernels)
     if found is None:
         return None
+    kernel = getattr(kernels, kernel_name)
     (w_ih, s_ih, w_hh, s_hh, biases), records = found
     b_ih, b_hh = biases or (None, None)
     order = node.attrs["gate_order"]
-    x_qps, h_qps = _step_qparams(node.attrs)
-    mode = "dynamic" if x_qps is None else "static"
-    return Impl(f"qlstm layer int8 {mode} (C++, AVX2 madd)",
-                "T steps in one call, integer x products batched",
-                lambda xs, h, c: kernels.qlstm_layer(xs, h, c, w_ih, s_ih, w_hh, s_hh, b_ih,
-                                                     b_hh, order, x_qps, h_qps),
+    x_qp, h_qp = qparams_of(node.attrs)
+    mode = "dynamic" if x_qp is None else "static"
+    return Impl(f"{label} int8 {mode} (C++, AVX2 madd)", why,
+                lambda x, h, c: kernel(x, h, c, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, order,
+                                       x_qp, h_qp),
                 _inputs(ctx, node, 3), kind="int8", weights=records)
