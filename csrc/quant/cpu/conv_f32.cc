@@ -196,6 +196,40 @@ void run_tile(const ConvJob& job, const PixelGroup& g, const float* const* pixel
   }
 }
 
+// The pixels whose windows lie wholly inside the image (rows.outs x cols.outs of every image,
+// each list contiguous at stride 1) through the row kernel: one item per (image, output row).
+void run_interior(const ConvJob& job, ConvRowFn row, const AxisClass& rows,
+                  const AxisClass& cols) {
+  const ConvF32Shape& s = job.s;
+  const size_t oh0 = rows.outs.front(), ow0 = cols.outs.front(), nrows = rows.outs.size();
+  const size_t flops = 2 * job.depth * cols.outs.size() * s.cout + 1;
+  parallel_for(s.n * nrows, std::max<size_t>(1, (size_t{1} << 20) / flops),
+               [&](size_t lo, size_t hi) {
+    for (size_t item = lo; item < hi; ++item) {
+      const size_t img = item / nrows, oh = oh0 + item % nrows;
+      const size_t ih = oh - s.pad, iw = ow0 - s.pad;
+      ConvRowIn in{job.x + ((img * s.h + ih) * s.w + iw) * s.cin, s.w * s.cin, nullptr,
+                   nullptr, job.relu, nullptr, s.cout, 0, cols.outs.size()};
+      float* y = job.y + ((img * s.oh + oh) * s.ow + ow0) * s.cout;
+      for (size_t p = 0; p < job.panels; ++p) {
+        in.w = job.packed + p * job.depth * job.nr;
+        in.bias = job.bias ? job.bias + p * job.nr : nullptr;
+        in.y = y + p * job.nr;
+        in.cols = std::min(job.nr, s.cout - p * job.nr);
+        row(in);
+      }
+    }
+  });
+}
+
+// The row kernel where the conv has one and enough pixels a row lie inside the image.
+ConvRowFn interior_row_kernel(const ConvF32Shape& s, size_t nr, size_t mr, bool simd,
+                              const AxisClass& rows, const AxisClass& cols) {
+  if (!simd || rows.lo != 0 || rows.hi != s.k || cols.lo != 0 || cols.hi != s.k) return nullptr;
+  if (cols.outs.size() < mr) return nullptr;
+  return conv_f32_row_avx2(s.k, s.stride, s.cin, nr);
+}
+
 }  // namespace
 
 ConvTileFn conv_f32_tile_scalar(size_t mr, size_t nr) {
@@ -224,11 +258,16 @@ void conv2d_nhwc_f32(const float* x, const float* packed, const float* bias, boo
   }
   // pixels grouped by the taps their windows keep inside the image: the padding's taps are
   // never summed, and every tile of a group runs the same segments
+  // (the group inside the image through the row kernel where there is one)
   const auto rows = axis_classes(s.h, s.oh, s), cols = axis_classes(s.w, s.ow, s);
   std::vector<PixelGroup> groups;
   size_t tiles = 0;
   for (const auto& a : rows)
     for (const auto& b : cols) {
+      if (ConvRowFn row = interior_row_kernel(s, nr, mr, simd, a, b)) {
+        run_interior(job, row, a, b);
+        continue;
+      }
       const size_t pixels = s.n * a.outs.size() * b.outs.size();
       groups.push_back({&a, &b, pixels, tiles});
       tiles += (pixels + mr - 1) / mr;
@@ -248,6 +287,7 @@ void conv2d_nhwc_f32(const float* x, const float* packed, const float* bias, boo
 
 #if !defined(NEEDLE_QC_X86)
 ConvTileFn conv_f32_tile_avx2(size_t, size_t) { return nullptr; }
+ConvRowFn conv_f32_row_avx2(size_t, size_t, size_t, size_t) { return nullptr; }
 #endif
 
 }  // namespace needle_qc

@@ -59,6 +59,22 @@ using ConvSegTileFn = void (*)(const ConvSegIn& in, const ConvSegOut& out);
 ConvSegTileFn conv_f32_seg_tile_scalar(size_t mr, size_t nr);  // 1 <= mr <= conv_f32_rows(nr)
 ConvSegTileFn conv_f32_seg_tile_avx2(size_t mr, size_t nr);    // nullptr where there is none
 
+// The interior row kernel of a small-Cin 3x3 stride-1 conv: `count` adjacent output pixels
+// of one output row whose windows lie wholly inside the image, over one panel: pixel r's tap
+// (kh, kw, c) is x[kh * xrow + (r + kw) * cin + c], its output y[r * ldy + j], j < cols, with
+// the seg tile's chain, bias and ReLU (so the same bits). Needs count >= conv_f32_rows(nr).
+struct ConvRowIn {
+  const float* x;  // the first pixel's tap (0, 0, 0)
+  size_t xrow;     // floats between input rows (w * cin)
+  const float* w;  // the panel's weights of tap (0, 0, 0)
+  const float* bias;  // NR entries of this panel (zero-padded), or null
+  bool relu;
+  float* y;
+  size_t ldy, cols, count;
+};
+using ConvRowFn = void (*)(const ConvRowIn& in);
+ConvRowFn conv_f32_row_avx2(size_t k, size_t stride, size_t cin, size_t nr);  // or nullptr
+
 ConvTileFn conv_f32_tile_scalar(size_t mr, size_t nr);
 ConvTileFn conv_f32_tile_avx2(size_t mr, size_t nr);  // nullptr where there is none
 size_t conv_f32_rows(size_t nr);  // MR of the tile for a panel of nr columns

@@ -1,5 +1,6 @@
 // conv_f32_avx2.cc: the AVX2+FMA register tile of the direct NHWC fp32 conv: MR pixels x NV
-// ymm columns, one broadcast of x and NV weight loads per (tap, channel).
+// ymm columns, one broadcast of x and NV weight loads per (tap, channel); and the small-Cin
+// 3x3 row kernel over the same tile.
 #include <immintrin.h>
 
 #include <utility>
@@ -115,6 +116,62 @@ void seg_tile_avx2(const ConvSegIn& in, const ConvSegOut& out) {
     store_row<NV>(c[r], out.bias, out.relu, out.ys[r] + out.col0, out.cols);
 }
 
+// MR pixels x NV ymm columns of a 3x3, stride-1 conv whose windows lie inside the image, CIN
+// compile-time: every tap's offset is an immediate, so a tile costs its FMAs and stores only.
+template <size_t CIN, size_t NV, size_t MR>
+inline void row_tile(const ConvRowIn& in, const float* x, float* y) {
+  constexpr size_t NR = NV * 8;
+  __m256 c[MR][NV];
+#pragma GCC unroll 12
+  for (size_t r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (size_t v = 0; v < NV; ++v) c[r][v] = _mm256_setzero_ps();
+  // rolled loops: unrolled, GCC hoists the loads of later taps and spills the accumulators
+#pragma GCC unroll 1
+  for (size_t kh = 0; kh < 3; ++kh) {
+    const float* xk = x + kh * in.xrow;
+#pragma GCC unroll 1
+    for (size_t t = 0; t < 3 * CIN; ++t) {  // (kw, c) of this kernel row: adjacent in NHWC
+      const float* wk = in.w + (kh * 3 * CIN + t) * NR;
+      __m256 w[NV];
+#pragma GCC unroll 4
+      for (size_t v = 0; v < NV; ++v) w[v] = _mm256_loadu_ps(wk + v * 8);
+#pragma GCC unroll 12
+      for (size_t r = 0; r < MR; ++r) {
+        const __m256 a = _mm256_broadcast_ss(xk + r * CIN + t);
+#pragma GCC unroll 4
+        for (size_t v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(a, w[v], c[r][v]);
+      }
+    }
+  }
+#pragma GCC unroll 12
+  for (size_t r = 0; r < MR; ++r) store_row<NV>(c[r], in.bias, in.relu, y + r * in.ldy, in.cols);
+}
+
+// a run of count >= MR pixels: whole tiles, then one last tile ending on the run's last pixel
+// (it recomputes a few pixels of the tile before it, to the same bits)
+template <size_t CIN, size_t NV>
+void row_avx2(const ConvRowIn& in) {
+  constexpr size_t MR = NV == 1 ? 12 : NV == 2 ? 6 : 3;
+  size_t p = 0;
+  for (; p + MR <= in.count; p += MR) row_tile<CIN, NV, MR>(in, in.x + p * CIN, in.y + p * in.ldy);
+  if (p < in.count) {
+    p = in.count - MR;
+    row_tile<CIN, NV, MR>(in, in.x + p * CIN, in.y + p * in.ldy);
+  }
+}
+
+template <size_t NV>
+ConvRowFn row_for(size_t cin) {
+  switch (cin) {
+    case 1: return row_avx2<1, NV>;
+    case 2: return row_avx2<2, NV>;
+    case 3: return row_avx2<3, NV>;
+    case 4: return row_avx2<4, NV>;
+    default: return nullptr;
+  }
+}
+
 template <size_t NV, size_t... M>
 ConvSegTileFn seg_tile_for(size_t mr, std::index_sequence<M...>) {
   static constexpr ConvSegTileFn tiles[] = {seg_tile_avx2<M + 1, NV>...};
@@ -128,6 +185,12 @@ ConvSegTileFn conv_f32_seg_tile_avx2(size_t mr, size_t nr) {
   if (nr == 16) return seg_tile_for<2>(mr, std::make_index_sequence<6>());
   if (nr == 32) return seg_tile_for<4>(mr, std::make_index_sequence<3>());
   return nullptr;
+}
+
+ConvRowFn conv_f32_row_avx2(size_t k, size_t stride, size_t cin, size_t nr) {
+  if (k != 3 || stride != 1) return nullptr;
+  return nr == 8 ? row_for<1>(cin) : nr == 16 ? row_for<2>(cin) : nr == 32 ? row_for<4>(cin)
+                                                                          : nullptr;
 }
 
 ConvTileFn conv_f32_tile_avx2(size_t mr, size_t nr) {

@@ -142,6 +142,30 @@ def test_direct_conv_leaves_padding_taps_out_of_the_sum(isa, monkeypatch):
     assert np.isfinite(got[:, 0]).all() and not np.isfinite(got[:, 1:]).all()
 
 
+ROW_CASES = [  # n, h, w, cin, cout: interior rows of odd widths, each row path panel width
+    (1, 28, 28, 1, 16), (2, 7, 15, 1, 8), (3, 5, 13, 2, 24), (1, 9, 15, 3, 32), (2, 6, 21, 4, 16),
+    (1, 3, 5, 2, 32), (2, 5, 7, 3, 40),
+    (3, 4, 8, 4, 8),  # interior rows shorter than a tile: the tiles alone
+]
+
+
+@pytest.mark.parametrize("n, h, w, cin, cout", ROW_CASES)
+@pytest.mark.parametrize("bias, relu", [(True, True), (True, False), (False, True), (False, False)])
+def test_small_cin_row_kernel_equals_twin_bit_for_bit(n, h, w, cin, cout, bias, relu):
+    # the 3x3 stride-1 interior of a Cin <= 4 conv runs the row kernel, the border the tiles;
+    # extremes: overflow to inf, NaN, signed zeros, subnormals
+    rng = np.random.default_rng(n * h * w + cin * cout)
+    x = rng.standard_normal((n, h, w, cin)).astype(np.float32)
+    wt = rng.standard_normal((3, 3, cin, cout)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32) if bias else None
+    x.flat[rng.integers(0, x.size, 6)] = [3e38, -3e38, np.nan, -0.0, 0.0, 1e-41]
+    x[0, h // 2] = -0.0  # a whole row of -0 products: the sum's zero sign rides on the start
+    wt[1, 1, 0, : cout // 2] *= 1e30
+    got = kernels.conv2d_nhwc_f32(x, kernels.pack_conv_f32(wt), 3, cout, b, 1, 1, relu)
+    want = kernels.conv2d_nhwc_f32_naive(x, wt, b, 1, 1, relu)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))  # zero signs too
+
+
 def test_direct_conv_refuses_a_weight_packed_for_another_shape():
     packed = kernels.pack_conv_f32(np.zeros((3, 3, 4, 8), np.float32))
     with pytest.raises(ValueError, match="packed"):
