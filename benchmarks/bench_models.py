@@ -119,12 +119,14 @@ def fmt_cell(samples):
     return f"{ms.min():.3f} / {np.median(ms):.3f}"
 
 
-def run(models, rounds, block):
+def run(models, rounds, block, only=None, batches=None):
     rows, errors = [], []
     for name in models:
         lm = qc.zoo.get(name).task == "language_model"
-        for batch in (1, 16 if lm else 64):
+        for batch in batches or (1, 16 if lm else 64):
             _, fns = contenders(name, batch)
+            if only:  # a quick look at some columns (ORT fp32 stays: the outputs' reference)
+                fns = {k: v for k, v in fns.items() if k in only or k == "ORT fp32"}
             errors.append((name, batch, check_outputs(fns)))
             times = time_blocks(fns, rounds, block)
             rows.append((name, batch, {k: fmt_cell(times.get(k)) for k in COLUMNS},
@@ -137,8 +139,11 @@ def run(models, rounds, block):
 def targets(name, batch, best):
     """One line: our fp32 and int8 against ORT fp32 and the fastest peer int8 (best times)."""
     ort = best["ORT fp32"]
-    peer = min(best[k] for k in ("ORT int8 static", "ORT int8 dynamic", "OV int8") if k in best)
-    ours = min((k for k in OURS_INT8 if k in best), key=best.get)
+    peer = min((best[k] for k in ("ORT int8 static", "ORT int8 dynamic", "OV int8")
+                if k in best), default=None)
+    ours = min((k for k in OURS_INT8 if k in best), key=best.get, default=None)
+    if ours is None or peer is None or "our fp32" not in best:
+        return f"- {name} batch {batch}: (not every column timed)"
     f32, i8 = best["our fp32"] / ort, best[ours] / ort
     return (f"- {name} batch {batch}: our fp32 {f32:.2f}x ORT fp32 "
             f"({'met' if f32 <= 1.25 else 'not met'}), {ours} {i8:.2f}x ORT fp32 "
@@ -183,9 +188,16 @@ def main():
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--block", type=int, default=15)
+    parser.add_argument("--only", default="",
+                        help="comma-separated columns to time (a quick look; not with --status)")
+    parser.add_argument("--batches", default="", help="e.g. 1,16 instead of 1 and 64 (16 LMs)")
     parser.add_argument("--status", action="store_true", help="write into docs/status.md")
     args = parser.parse_args()
-    rows, errors = run(args.models.split(","), args.rounds, args.block)
+    if args.status and (args.only or args.batches):
+        parser.error("--status writes the whole table: drop --only / --batches")
+    only = set(filter(None, args.only.split(",")))
+    batches = [int(b) for b in args.batches.split(",") if b]
+    rows, errors = run(args.models.split(","), args.rounds, args.block, only, batches)
     text = (f"best / median ms per call, {args.rounds} rounds x {args.block} calls, "
             f"`benchmarks/bench_models.py`\n\n" + table(rows, errors))
     print(text)

@@ -329,6 +329,37 @@ def test_fast_path_is_exact_when_the_claim_holds_and_refused_when_false(isa):
         q.gemm_u8s8_s32(a, 64, pw, allow_fast=True, a_max=127)
 
 
+@pytest.mark.parametrize("M", range(1, 14))
+def test_fast_path_every_row_remainder_and_extremes(isa, M):
+    """The vpmaddubsw tiles (6, 4 and 1 rows) on every row count to 13, depths and widths off
+    the quad / panel, at the extremes the proof allows (a = 127 against w = -128 / 127), through
+    the s32, requant and f32 output stages: the same bits as the naive twin and numpy."""
+    r = rng(M, 41)
+    for K, N in ((1, 1), (5, 17), (33, 31), (70, 48)):
+        a = r.integers(0, 128, (M, K)).astype(np.uint8)
+        w = r.integers(-128, 128, (K, N)).astype(np.int8)
+        a[0], w[:, 0] = 127, -128  # the worst pair sum: 127 * 2 * -128 = -32512
+        if M > 1:
+            a[-1], w[:, -1] = 127, 127
+        pw = q.pack_weight_s8(w)
+        assert 127 * pw.max_pair_abs <= 32767
+        got = q.gemm_u8s8_s32(a, 0, pw, allow_fast=True, a_max=127)
+        np.testing.assert_array_equal(got, s32_numpy(a, 0, w, 0))
+        np.testing.assert_array_equal(got, q.gemm_u8s8_s32(a, 0, pw))
+        bias = r.integers(-5000, 5000, N).astype(np.int32)
+        mult = (r.uniform(0.5, 2, N) / (K * 128)).astype(np.float32)
+        for out_dtype, y_zp, lo, hi in (("uint8", 100, 0, 255), ("int8", -7, -128, 127)):
+            got = q.gemm_u8s8_requant(a, 0, pw, bias, mult, y_zp, lo, hi, out_dtype,
+                                      allow_fast=True, a_max=127)
+            expect = q.gemm_u8s8_requant_naive(a, 0, w, None, bias, mult, y_zp, lo, hi,
+                                               out_dtype)
+            np.testing.assert_array_equal(got, expect)
+        scale = r.uniform(1e-4, 1e-2, N).astype(np.float32)
+        got = q.bind_gemm_f32(pw, "uint8", 0, scale, bias, allow_fast=True, a_max=127)(a)
+        acc = (s32_numpy(a, 0, w, 0).astype(np.int64) + bias).astype(np.float32)
+        np.testing.assert_array_equal(got, acc * scale)
+
+
 def test_accumulator_bound_is_the_worst_column():
     r = rng(13)
     w = r.integers(-128, 128, (50, 20)).astype(np.int8)

@@ -99,8 +99,8 @@ py::array gemm(const py::handle& a_obj, const py::handle& packed_obj, size_t n) 
 }
 
 // A linear layer on the packed fp32 GEMM bound once (packed weight, bias, ReLU): a call parses
-// a alone; the bias add and ReLU run on the output in C++ (y + bias[j], then max(y, 0), the
-// same float operations as numpy's add and maximum, so the same bits).
+// a alone; the bias add and ReLU run in the GEMM on each finished tile (y + bias[j], then
+// max(y, 0), the same float operations as numpy's add and maximum, so the same bits).
 class GemmF32Layer {
  public:
   GemmF32Layer(const py::handle& packed, size_t k, size_t n, const py::object& bias, bool relu)
@@ -125,14 +125,7 @@ class GemmF32Layer {
     const float* bias = has_bias_ ? bias_.data() : nullptr;
     {
       py::gil_scoped_release nogil;
-      if (m) gemm_f32_packed(a.data(), m, k_, packed_.data(), n_, out);
-      for (size_t i = 0; i < m; ++i) {  // one simple loop per case: they vectorise
-        float* __restrict row = out + i * n_;
-        if (bias)
-          for (size_t j = 0; j < n_; ++j) row[j] = row[j] + bias[j];
-        if (relu_)  // NaN and -0 kept, as np.maximum(v, 0)
-          for (size_t j = 0; j < n_; ++j) row[j] = row[j] < 0.0f ? 0.0f : row[j];
-      }
+      gemm_f32_packed(a.data(), m, k_, packed_.data(), n_, out, bias, relu_);
     }
     return y;
   }

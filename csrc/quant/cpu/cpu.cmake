@@ -20,7 +20,7 @@ list(APPEND QUANT_PORTABLE_SOURCES cpu/layout.cc)
 # the fused fp32 attention and the packed fp32 GEMM
 list(APPEND QUANT_BIND_SOURCES bind/cpu_attention_gemm_f32.cc)
 list(APPEND QUANT_PORTABLE_SOURCES cpu/attention_f32.cc cpu/gemm_f32.cc)
-list(APPEND QUANT_AVX2_SOURCES cpu/attention_f32_avx2.cc)
+list(APPEND QUANT_AVX2_SOURCES cpu/attention_f32_avx2.cc cpu/attention_f32_head_avx2.cc)
 # the fused LSTM step (fp32 and int8)
 list(APPEND QUANT_BIND_SOURCES bind/cpu_lstm.cc ref/naive_lstm.cc)
 list(APPEND QUANT_PORTABLE_SOURCES cpu/lstm_cell.cc)

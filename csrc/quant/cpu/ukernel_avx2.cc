@@ -45,35 +45,93 @@ void ukernel_i16_avx2_exact(size_t mr, size_t K4, const int16_t* a, size_t lda, 
   for (size_t r = 0; r < mr; ++r) exact_tile<1>(K4, a + r * lda, lda, w, c + r * kPanelWidth);
 }
 
-template <size_t MR>
-static void maddubs_tile(size_t K4, const uint8_t* a, size_t lda, const int8_t* w, int32_t* c) {
+// One row's 4 depths against a 16-column panel quad, added into (lo, hi). The row's quad is
+// broadcast straight from memory; the products go through vpmaddwd with ones to int32.
+#define NEEDLE_QC_MADDUBS_ROW(row, lo, hi)                                              \
+  do {                                                                               \
+    int32_t quad;                                                                    \
+    __builtin_memcpy(&quad, row, 4);                                                 \
+    const __m256i av = _mm256_set1_epi32(quad);                                      \
+    lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_maddubs_epi16(av, w0), ones)); \
+    hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_maddubs_epi16(av, w1), ones)); \
+  } while (0)
+
+// MR = 4 rows with named accumulators: an array of __m256i made GCC copy every accumulator
+// and spill one per depth quad inside the loop.
+static void maddubs_tile4(size_t K4, const uint8_t* a, size_t lda, const int8_t* w, int32_t* c) {
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256i acc[MR][2];
-  for (size_t r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  for (size_t kq = 0; kq < K4 / 4; ++kq) {
-    const int8_t* wq = w + kq * 4 * kPanelWidth;
-    __m256i w0 = _mm256_loadu_si256((const __m256i*)wq);
-    __m256i w1 = _mm256_loadu_si256((const __m256i*)(wq + 32));
-    for (size_t r = 0; r < MR; ++r) {
-      int32_t quad;
-      __builtin_memcpy(&quad, a + r * lda + kq * 4, 4);
-      __m256i av = _mm256_set1_epi32(quad);
-      __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, w0), ones);
-      __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, w1), ones);
-      acc[r][0] = _mm256_add_epi32(acc[r][0], p0);
-      acc[r][1] = _mm256_add_epi32(acc[r][1], p1);
-    }
+  __m256i c0l = _mm256_setzero_si256(), c0h = c0l, c1l = c0l, c1h = c0l, c2l = c0l, c2h = c0l,
+          c3l = c0l, c3h = c0l;
+  const uint8_t *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
+  for (size_t k = 0; k < K4; k += 4, w += 4 * kPanelWidth) {
+    const __m256i w0 = _mm256_loadu_si256((const __m256i*)w);
+    const __m256i w1 = _mm256_loadu_si256((const __m256i*)(w + 32));
+    NEEDLE_QC_MADDUBS_ROW(a0 + k, c0l, c0h);
+    NEEDLE_QC_MADDUBS_ROW(a1 + k, c1l, c1h);
+    NEEDLE_QC_MADDUBS_ROW(a2 + k, c2l, c2h);
+    NEEDLE_QC_MADDUBS_ROW(a3 + k, c3l, c3h);
   }
-  for (size_t r = 0; r < MR; ++r) {
-    _mm256_storeu_si256((__m256i*)(c + r * kPanelWidth), acc[r][0]);
-    _mm256_storeu_si256((__m256i*)(c + r * kPanelWidth + 8), acc[r][1]);
-  }
+  _mm256_storeu_si256((__m256i*)c, c0l);
+  _mm256_storeu_si256((__m256i*)(c + 8), c0h);
+  _mm256_storeu_si256((__m256i*)(c + 16), c1l);
+  _mm256_storeu_si256((__m256i*)(c + 24), c1h);
+  _mm256_storeu_si256((__m256i*)(c + 32), c2l);
+  _mm256_storeu_si256((__m256i*)(c + 40), c2h);
+  _mm256_storeu_si256((__m256i*)(c + 48), c3l);
+  _mm256_storeu_si256((__m256i*)(c + 56), c3h);
 }
+
+// MR = 6: 12 accumulators, ones, the broadcast row and a product: 15 of the 16 registers; the
+// panel's two halves are read as memory operands (L1) by each row.
+static void maddubs_tile6(size_t K4, const uint8_t* a, size_t lda, const int8_t* w, int32_t* c) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i c0l = _mm256_setzero_si256(), c0h = c0l, c1l = c0l, c1h = c0l, c2l = c0l, c2h = c0l,
+          c3l = c0l, c3h = c0l, c4l = c0l, c4h = c0l, c5l = c0l, c5h = c0l;
+  const uint8_t *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda,
+                *a5 = a + 5 * lda;
+  for (size_t k = 0; k < K4; k += 4, w += 4 * kPanelWidth) {
+    const __m256i w0 = _mm256_loadu_si256((const __m256i*)w);
+    const __m256i w1 = _mm256_loadu_si256((const __m256i*)(w + 32));
+    NEEDLE_QC_MADDUBS_ROW(a0 + k, c0l, c0h);
+    NEEDLE_QC_MADDUBS_ROW(a1 + k, c1l, c1h);
+    NEEDLE_QC_MADDUBS_ROW(a2 + k, c2l, c2h);
+    NEEDLE_QC_MADDUBS_ROW(a3 + k, c3l, c3h);
+    NEEDLE_QC_MADDUBS_ROW(a4 + k, c4l, c4h);
+    NEEDLE_QC_MADDUBS_ROW(a5 + k, c5l, c5h);
+  }
+  _mm256_storeu_si256((__m256i*)c, c0l);
+  _mm256_storeu_si256((__m256i*)(c + 8), c0h);
+  _mm256_storeu_si256((__m256i*)(c + 16), c1l);
+  _mm256_storeu_si256((__m256i*)(c + 24), c1h);
+  _mm256_storeu_si256((__m256i*)(c + 32), c2l);
+  _mm256_storeu_si256((__m256i*)(c + 40), c2h);
+  _mm256_storeu_si256((__m256i*)(c + 48), c3l);
+  _mm256_storeu_si256((__m256i*)(c + 56), c3h);
+  _mm256_storeu_si256((__m256i*)(c + 64), c4l);
+  _mm256_storeu_si256((__m256i*)(c + 72), c4h);
+  _mm256_storeu_si256((__m256i*)(c + 80), c5l);
+  _mm256_storeu_si256((__m256i*)(c + 88), c5h);
+}
+
+static void maddubs_tile1(size_t K4, const uint8_t* a, const int8_t* w, int32_t* c) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i lo = _mm256_setzero_si256(), hi = lo;
+  for (size_t k = 0; k < K4; k += 4, w += 4 * kPanelWidth) {
+    const __m256i w0 = _mm256_loadu_si256((const __m256i*)w);
+    const __m256i w1 = _mm256_loadu_si256((const __m256i*)(w + 32));
+    NEEDLE_QC_MADDUBS_ROW(a + k, lo, hi);
+  }
+  _mm256_storeu_si256((__m256i*)c, lo);
+  _mm256_storeu_si256((__m256i*)(c + 8), hi);
+}
+#undef NEEDLE_QC_MADDUBS_ROW
 
 void ukernel_u8s8_avx2_maddubs(size_t mr, size_t K4, const uint8_t* a, size_t lda,
                                const int8_t* w, int32_t* c) {
-  if (mr == 4) return maddubs_tile<4>(K4, a, lda, w, c);
-  for (size_t r = 0; r < mr; ++r) maddubs_tile<1>(K4, a + r * lda, lda, w, c + r * kPanelWidth);
+  if (mr == 6) return maddubs_tile6(K4, a, lda, w, c);
+  size_t r = 0;
+  for (; r + 4 <= mr; r += 4) maddubs_tile4(K4, a + r * lda, lda, w, c + r * kPanelWidth);
+  for (; r < mr; ++r) maddubs_tile1(K4, a + r * lda, w, c + r * kPanelWidth);
 }
 
 }  // namespace needle_qc

@@ -5,7 +5,7 @@ namespace needle_qc {
 
 size_t ukernel_mr(Isa isa, bool fast) {
   if (isa == Isa::avx512vnni) return 8;
-  if (isa == Isa::avx2) return fast ? 4 : 2;
+  if (isa == Isa::avx2) return fast ? 6 : 2;
   return 4;
 }
 
