@@ -30,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
 
 MODELS = ("mlp", "small_cnn", "resnet9", "lstm_lm", "transformer_lm")
-COLUMNS = ("our fp32", "our int8", "our int8 u7", "our int8 dyn", "torch fp32", "ORT fp32",
+COLUMNS = ("our fp32", "our int8", "our int8 u7", "our int8 dyn", "our int8 dyn u7", "torch fp32",
+           "ORT fp32",
            "ORT int8 static", "ORT int8 dynamic", "OV fp32", "OV int8")
-OURS_INT8 = ("our int8", "our int8 u7", "our int8 dyn")
+OURS_INT8 = ("our int8", "our int8 u7", "our int8 dyn", "our int8 dyn u7")
 """our int8: static, per-channel weights, 8-bit activations; u7: the same with
 ``reduce_range=True`` (torch.ao's x86 default: 7-bit activations, so the u8 x s8 fast path is
 proven exact on CPUs without VNNI); dyn: dynamic activations (language models, as ORT's
@@ -63,6 +64,7 @@ def contenders(name, batch):
     variants = {"our int8": static, "our int8 u7": dict(static, reduce_range=True)}
     if entry.task == "language_model":
         variants["our int8 dyn"] = {"weight": "int8", "activation": "dynamic"}
+        variants["our int8 dyn u7"] = dict(variants["our int8 dyn"], reduce_range=True)
     for label, args in variants.items():
         prepared = qc.quantize_pass(graph, qc.QConfig(**args))
         if args["activation"] == "static":

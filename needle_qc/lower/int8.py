@@ -11,7 +11,7 @@ from needle_qc.lower.registry import builder
 from needle_qc.opset.activations import apply_to_array, output_clamp
 from needle_qc.opset.quant_eval import layer_optional_inputs, layer_weight_values
 from needle_qc.quantize.qparams import value_qrange
-from needle_qc.quantize.reference import requant_multiplier
+from needle_qc.quantize.reference import dynamic_qparams, requant_multiplier
 
 PAIR_LIMIT = 32767  # vpmaddubsw saturates each u8*s8 pair sum to int16
 
@@ -414,16 +414,24 @@ def build_linear_dynamic(ctx, node):
     scale_w = _as_vector(s_w, n)
     bias_f = None if bias is None else bias.astype(np.float32)
     per_token = node.attrs["granularity"] == "per_token"
+    seven_bit = bool(node.attrs.get("reduce_range"))
+    why = "exact path; activation scale per call"
     if hasattr(q, "bind_linear_dynamic"):  # the CPU module: one bound call (CUDA: the steps)
         fn = q.bind_linear_dynamic(pw, scale_w, None if bias_f is None else bias_f.reshape(-1),
-                                   per_token)
+                                   per_token, reduce_range=seven_bit)
+        if fn.fast_path:
+            why = f"fast path proven: activations in [0, 127] x max_pair_abs " \
+                  f"{pw.max_pair_abs} = {127 * pw.max_pair_abs} <= {PAIR_LIMIT}; " \
+                  "activation scale per call"
+    elif seven_bit:
+        return None  # no 7-bit dynamic kernel here (CUDA): the op-table evaluation runs it
     else:
         fn = _dynamic_steps(q, k, n, pw, scale_w, bias_f, per_token)
     weights = [_weight_record(node, "int8", w.size, pw.nbytes, scale_w.nbytes +
                               (0 if bias_f is None else bias_f.nbytes))]
     inputs = [ctx.value(x_node, "logical")]
-    impl = Impl("dynamic_quantize + gemm_u8s8_f32", "exact path; activation scale per call",
-                fn, inputs, weights=weights, kind="int8")
+    impl = Impl("dynamic_quantize + gemm_u8s8_f32", why, fn, inputs, weights=weights,
+                kind="int8")
     _on_target(ctx, impl)
     w_f = _dequant_weight(w, scale_w)
     mm = F32Matmul(w_f)
@@ -449,6 +457,21 @@ def _dynamic_steps(q, k, n, pw, scale_w, bias_f, per_token):
     return fn
 
 
+def _dynamic_u8(q, qmax):
+    """``x -> (x_q, s_x, z_x)``: DynamicQuantizeLinear over [0, qmax] (127: reduce_range, its
+    qparams by the reference formula, then the quantize kernel clamping to [0, 127])."""
+    if qmax == 255:
+        return q.dynamic_quantize_u8
+
+    def run(x):
+        if not np.all(np.isfinite(x)):
+            raise ValueError("x: contains NaN or Inf; dynamic quantization needs finite values")
+        s, z = dynamic_qparams(x.min(initial=0), x.max(initial=0), qmax)
+        s_arr, z_arr = np.array([s], np.float32), np.array([z], np.int32)
+        return q.quantize_f32(x, s_arr, z_arr, 0, "uint8", 0, qmax), s, z
+    return run
+
+
 @builder("conv2d_dynamic")
 def build_conv2d_dynamic(ctx, node):
     """conv2d_dynamic -> dynamic_quantize_u8 + conv2d_u8s8_f32 on NHWC, bias added after."""
@@ -464,8 +487,10 @@ def build_conv2d_dynamic(ctx, node):
     bias_f = None if bias is None else bias.astype(np.float32).reshape(-1)
     stride, pad = node.attrs["stride"], node.attrs["padding"]
 
+    quantize = _dynamic_u8(q, 127 if node.attrs.get("reduce_range") else 255)
+
     def fn(x):
-        xq, s_x, z_x = q.dynamic_quantize_u8(np.ascontiguousarray(x, np.float32))
+        xq, s_x, z_x = quantize(np.ascontiguousarray(x, np.float32))
         scale = np.multiply(np.float32(s_x), scale_w, dtype=np.float32)
         y = q.conv2d_u8s8_f32(xq, int(z_x), pcw, stride, pad, scale)
         if bias_f is not None:

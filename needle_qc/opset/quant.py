@@ -373,13 +373,16 @@ ROWS = [
           "quantize(dequantize(a) + dequantize(b)) with an optional activation clamp.",
           qeval.eval_qadd, {"dtype": "uint8"},
           traits=Traits(integer=True, layout_free=True)),
-    OpDef("linear_dynamic", (3, 4), {"granularity": "str"}, linear_dynamic_rule,
-          "f32 linear with the activation quantized on the fly (u8) and int8 weights.",
+    OpDef("linear_dynamic", (3, 4), {"granularity": "str", "reduce_range": "bool?"},
+          linear_dynamic_rule,
+          "f32 linear with the activation quantized on the fly (u8; reduce_range: [0, 127]) and "
+          "int8 weights.",
           qeval.eval_linear_dynamic, {"granularity": "per_tensor"},
           traits=Traits(kind="qlayer", integer=True, weight_input=1, out_axis=1, reduction_axis=0)),
-    OpDef("conv2d_dynamic", (3, 4), {"stride": "int", "padding": "int"}, conv2d_dynamic_rule,
-          "f32 NCHW conv2d with the activation quantized on the fly (u8, per tensor) and int8 "
-          "(K,K,Cin,Cout) weights.", qeval.eval_conv2d_dynamic, {"stride": 1, "padding": 0},
+    OpDef("conv2d_dynamic", (3, 4), {"stride": "int", "padding": "int", "reduce_range": "bool?"},
+          conv2d_dynamic_rule,
+          "f32 NCHW conv2d with the activation quantized on the fly (u8 per tensor; reduce_range: "
+          "[0, 127]) and int8 (K,K,Cin,Cout) weights.", qeval.eval_conv2d_dynamic, {"stride": 1, "padding": 0},
           traits=Traits(kind="qlayer", integer=True, weight_input=1, out_axis=3, reduction_axis=2)),
     OpDef("linear_weight_only", (2, 5), dict(_WEIGHT_ONLY_ATTRS), linear_weight_only_rule,
           "f32 linear with fp16/bf16/int8/uint8/int4 weights dequantized to fp32.",

@@ -17,7 +17,7 @@ from needle_qc.quantize.lowbit import bf16_to_float32, unpack_int4
 from needle_qc.quantize.qparams import CONTAINER, value_qrange
 from needle_qc.quantize.reference import (
     dequantize_linear,
-    dynamic_quantize_linear,
+    dynamic_quantize_u8,
     dynamic_quantize_per_token,
     exact_int_matmul,
     quantize_linear,
@@ -234,16 +234,22 @@ def eval_qadd(inputs, attrs, ctx):
     return _tensor(q, ctx)
 
 
+def dynamic_qmax(attrs):
+    """The dynamic activations' top value: 127 with ``reduce_range`` (7 bits), else 255."""
+    return 127 if attrs.get("reduce_range") else 255
+
+
 def eval_linear_dynamic(inputs, attrs, ctx):
     x, w, s_w, *bias = _arrays(inputs)
     s_w = s_w.reshape(-1) if s_w.size > 1 else s_w.reshape(())
+    qmax = dynamic_qmax(attrs)
     with _named(ctx.node):
         if attrs["granularity"] == "per_token":
-            x_q, s_x, z_x = dynamic_quantize_per_token(x)
+            x_q, s_x, z_x = dynamic_quantize_per_token(x, qmax)
             centred = x_q.astype(np.int64) - z_x.astype(np.int64)[..., None]
             scale = np.multiply(s_x[..., None], s_w, dtype=np.float32)
         else:
-            x_q, s_x, z_x = dynamic_quantize_linear(x)
+            x_q, s_x, z_x = dynamic_quantize_u8(x, qmax)
             centred = x_q.astype(np.int64) - int(z_x)
             scale = np.multiply(np.float32(s_x), s_w, dtype=np.float32)
         acc = _fit_int32(exact_int_matmul(centred, w.astype(np.int64)), "linear_dynamic")
@@ -259,7 +265,7 @@ def eval_conv2d_dynamic(inputs, attrs, ctx):
     x, w, s_w, *bias = _arrays(inputs)
     s_w = s_w.reshape(-1) if s_w.size > 1 else s_w.reshape(())
     with _named(ctx.node):
-        x_q, s_x, z_x = dynamic_quantize_linear(x)
+        x_q, s_x, z_x = dynamic_quantize_u8(x, dynamic_qmax(attrs))
         acc = conv_acc(x_q, int(z_x), w, None, attrs["stride"], attrs["padding"])
         acc = _fit_int32(acc, "conv2d_dynamic")
     scale = np.multiply(np.float32(s_x), s_w, dtype=np.float32)

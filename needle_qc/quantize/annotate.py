@@ -192,7 +192,7 @@ def replace_layer(graph, old, op, inputs, attrs):
     with graph.inserting_before(old):
         new = graph.call(op, inputs, attrs, name=f"{old.name}_new")
         # print attrs in the op table's declared order, not defaults-first
-        new.attrs = {key: new.attrs[key] for key in new.opdef.attrs}
+        new.attrs = {key: new.attrs[key] for key in new.opdef.attrs if key in new.attrs}
         out = new
         if act == "relu":
             out = graph.call("relu", [new], name=f"{old.name}_relu")

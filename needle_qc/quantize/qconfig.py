@@ -55,7 +55,10 @@ class QConfig:
         7-bit static activations inside their 8-bit type (uint8 [0, 127], int8 [-64, 63]; the
         range is in each value's type and every op writing it clamps to it), as torch.ao's
         fbgemm default and ORT's ``reduce_range``: then the AVX2 u8s8 fast path is proven exact
-        (127 x 2 x 128 < 32768) at the cost of ~1 bit of activation precision.
+        (127 x 2 x 128 < 32768) at the cost of ~1 bit of activation precision. With dynamic
+        activations: each call's uint8 range is [0, 127] (torch's x86 dynamic linear does the
+        same), so dynamic linear/conv2d layers take that fast path too; fused LSTM cells keep
+        ORT DynamicQuantizeLSTM's 8-bit per-call activations (their kernel has no 7-bit path).
     observer : {"minmax", "moving_average", "percentile", "entropy", "mse"}
     percentile : float
         In (0, 100], used by the percentile observer.

@@ -33,9 +33,10 @@ def check_supported(cfg):
         raise ValueError(f"QConfig: dynamic activations need symmetric int8 weights per tensor or "
                          f"per channel, got weight={cfg.weight!r} {gran} "
                          f"(weight_symmetric={cfg.weight_symmetric})")
-    if cfg.reduce_range and cfg.activation != "static":
-        raise ValueError(f"QConfig: reduce_range=True narrows calibrated (static) activations, "
-                         f"got activation={cfg.activation!r}")
+    if cfg.reduce_range and cfg.activation not in ("static", "dynamic"):
+        raise ValueError(f"QConfig: reduce_range=True narrows quantized activations (static or "
+                         f"dynamic) to 7 bits, got activation={cfg.activation!r} (weight-only "
+                         "layers keep float activations)")
     if cfg.weight in ("int4", "uint4") and gran == "per_tensor":
         raise ValueError(f"QConfig: {cfg.weight} weights are per_group or per_channel, not "
                          "per_tensor (one scale for a whole 4-bit tensor loses too much)")

@@ -101,30 +101,51 @@ def dynamic_quantize_linear(x):
     ``y_zero_point = rint(clamp(0 - fp32(min(0, min x) / y_scale), 0, 255))``, ``y`` as
     QuantizeLinear. All-zero or empty input (range 0, left open by ONNX) gives scale 1, zp 0.
     """
+    return dynamic_quantize_u8(x, 255)
+
+
+def dynamic_quantize_u8(x, qmax=255):
+    """:func:`dynamic_quantize_linear` over [0, ``qmax``]: 255 is ONNX's, 127 the 7-bit
+    ``reduce_range`` activations of torch's x86 dynamic linear (255 replaced by 127 in the
+    scale and the clamps)."""
     op = "DynamicQuantizeLinear"
     x = _as_array(x, "x", op)
     _check_float(x, "x", op)
+    qmax = _dynamic_qmax(qmax, op)
     x32 = x.astype(np.float32)
     if not np.all(np.isfinite(x32)):
         raise ValueError(f"{op}: x contains {int((~np.isfinite(x32)).sum())} NaN/Inf values")
-    lo = min(np.float32(0), x32.min()) if x32.size else np.float32(0)
-    hi = max(np.float32(0), x32.max()) if x32.size else np.float32(0)
-    scale = np.float32(np.float32(hi - lo) / np.float32(255))
+    scale, zp = dynamic_qparams(x32.min() if x32.size else 0, x32.max() if x32.size else 0, qmax)
+    y = quantize_linear(x32, scale, zp)
+    return (y if qmax == 255 else np.minimum(y, np.uint8(qmax))), scale, zp
+
+
+def dynamic_qparams(x_min, x_max, qmax=255):
+    """``(scale float32, zero point uint8)`` of DynamicQuantizeLinear for a tensor whose finite
+    range is [x_min, x_max], over [0, qmax]: the range widened to hold 0, ``scale = fp32(hi -
+    lo) / qmax``, ``zp = rint(clamp(0 - fp32(lo / scale), 0, qmax))``; range 0 -> (1, 0)."""
+    lo, hi = min(np.float32(0), np.float32(x_min)), max(np.float32(0), np.float32(x_max))
+    scale = np.float32(np.float32(hi - lo) / np.float32(qmax))
     if not scale > 0:
-        scale, zp = np.float32(1), np.uint8(0)
-    else:
-        zp = np.uint8(np.rint(np.clip(np.float32(0) - np.float32(lo / scale), 0, 255)))
-    return quantize_linear(x32, scale, zp), scale, zp
+        return np.float32(1), np.uint8(0)
+    return scale, np.uint8(np.rint(np.clip(np.float32(0) - np.float32(lo / scale), 0, qmax)))
 
 
-def dynamic_quantize_per_token(x):
+def _dynamic_qmax(qmax, op):
+    if qmax not in (127, 255):
+        raise ValueError(f"{op}: qmax={qmax!r}; valid: 255 (8-bit) or 127 (reduce_range)")
+    return qmax
+
+
+def dynamic_quantize_per_token(x, qmax=255):
     """DynamicQuantizeLinear applied to each row (all axes but the last) independently.
 
     Returns ``(y uint8, scale float32 [...], zero_point uint8 [...])`` with one scale/zero point
     per row, each exactly what :func:`dynamic_quantize_linear` gives for that row (per-token
-    activations, LLM.int8 style).
+    activations, LLM.int8 style); ``qmax=127``: over [0, 127] (reduce_range).
     """
     op = "dynamic_quantize_per_token"
+    qmax = _dynamic_qmax(qmax, op)
     x = _as_array(x, "x", op)
     _check_float(x, "x", op)
     if x.ndim < 1:
@@ -137,13 +158,13 @@ def dynamic_quantize_per_token(x):
         return np.zeros(x.shape, np.uint8), np.ones(rows, np.float32), np.zeros(rows, np.uint8)
     lo = np.minimum(np.float32(0), x32.min(axis=-1))
     hi = np.maximum(np.float32(0), x32.max(axis=-1))
-    scale = ((hi - lo).astype(np.float32) / np.float32(255)).astype(np.float32)
+    scale = ((hi - lo).astype(np.float32) / np.float32(qmax)).astype(np.float32)
     degenerate = ~(scale > 0)
     scale = np.where(degenerate, np.float32(1), scale).astype(np.float32)
-    zp = np.rint(np.clip(np.float32(0) - (lo / scale).astype(np.float32), 0, 255))
+    zp = np.rint(np.clip(np.float32(0) - (lo / scale).astype(np.float32), 0, qmax))
     zp = np.where(degenerate, 0, zp).astype(np.uint8)
     t = np.rint(np.divide(x32, scale[..., None], dtype=np.float32)).astype(np.float64)
-    y = np.clip(t + zp[..., None], 0, 255).astype(np.uint8)
+    y = np.clip(t + zp[..., None], 0, qmax).astype(np.uint8)
     return y, scale, zp
 
 

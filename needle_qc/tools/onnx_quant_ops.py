@@ -204,7 +204,15 @@ def _shifted_weight(b, node, perm):
             b.scalar(128, np.uint8, f"{w_node.name}_zero_point"))
 
 
+def _no_reduce_range(node):
+    if node.attrs.get("reduce_range"):
+        raise ValueError(f"export_onnx: %{node.name}: 7-bit dynamic activations (reduce_range) "
+                         "have no standard ONNX op (DynamicQuantizeLinear quantizes to [0, 255]);"
+                         " quantize without reduce_range to export")
+
+
 def _linear_dynamic(b, node):
+    _no_reduce_range(node)
     if node.attrs["granularity"] != "per_tensor":
         raise ValueError(f"export_onnx: %{node.name}: dynamic per-token quantization has no "
                          "standard ONNX op (DynamicQuantizeLinear is per tensor)")
@@ -215,6 +223,7 @@ def _linear_dynamic(b, node):
 
 
 def _conv2d_dynamic(b, node):
+    _no_reduce_range(node)
     xq, z_x, scale = _dynamic_parts(b, node, (-1, 1, 1))
     w, z_w = _shifted_weight(b, node, OIHW)
     acc = b.op("ConvInteger", [xq, w, z_x, z_w], f"{node.name}_int",

@@ -91,17 +91,19 @@ std::pair<T, T> pair_arg(const py::handle& v, const char* name) {
 
 // ONNX DynamicQuantizeLinear parameters for one range; all-zero input -> (1, 0). Host code in
 // both modules, so the CPU and CUDA bindings pick the same scale and zero point bit for bit.
-inline void dynamic_params_u8(float mn, float mx, float& scale, int32_t& zp) {
+// qmax 127: the same over [0, 127] (reduce_range, 7-bit activations).
+inline void dynamic_params_u8(float mn, float mx, float& scale, int32_t& zp, int32_t qmax = 255) {
+  const float top = static_cast<float>(qmax);
   mn = std::min(mn, 0.0f);
   mx = std::max(mx, 0.0f);
-  scale = (mx - mn) / 255.0f;
+  scale = (mx - mn) / top;
   if (scale == 0.0f) {
     scale = 1.0f;
     zp = 0;
     return;
   }
   float izp = 0.0f - mn / scale;
-  izp = std::min(std::max(izp, 0.0f), 255.0f);
+  izp = std::min(std::max(izp, 0.0f), top);
   zp = static_cast<int32_t>(std::nearbyint(izp));
 }
 

@@ -122,14 +122,14 @@ py::array BoundGemm::operator()(const py::handle& x) const {
 
 namespace {
 
-// x[n] -> u8 with the DynamicQuantizeLinear (scale, zero point) of its range.
+// x[n] -> u8 in [0, qmax] with the DynamicQuantizeLinear (scale, zero point) of its range.
 void quantize_dynamic(QuantizeSpanFn span, const float* x, size_t n, uint8_t* q, float& s,
-                      int32_t& z) {
+                      int32_t& z, int32_t qmax) {
   float mn, mx;
   if (!min_max_f32(x, n, mn, mx))
     bad_arg("x", "contains NaN or Inf; dynamic quantization needs finite values");
-  dynamic_params_u8(mn, mx, s, z);
-  span(x, n, &s, &z, 0, 0, 255, false, q);
+  dynamic_params_u8(mn, mx, s, z, qmax);
+  span(x, n, &s, &z, 0, 0, qmax, false, q);
 }
 
 }  // namespace
@@ -156,13 +156,13 @@ py::array BoundDynamic::operator()(const py::handle& x) const {
   const QuantizeSpanFn span = quantize_span_fn(isa);
   if (per_row) {
     for (size_t m = 0; m < M; ++m)
-      quantize_dynamic(span, xa.data() + m * K, K, q.mutable_data() + m * K, s_x[m], z_x[m]);
+      quantize_dynamic(span, xa.data() + m * K, K, q.mutable_data() + m * K, s_x[m], z_x[m],
+                       qmax);
   } else {
-    quantize_dynamic(span, xa.data(), M * K, q.mutable_data(), s_x[0], z_x[0]);
+    quantize_dynamic(span, xa.data(), M * K, q.mutable_data(), s_x[0], z_x[0], qmax);
     std::fill(s_x.begin(), s_x.end(), s_x[0]);  // s_x * scale[n]: the per-row scale's product
   }
-  const FastPathClaim exact;
-  PreparedA pa = pack_rows(q, M, false, std::move(z_x), *w, isa, exact);
+  PreparedA pa = pack_rows(q, M, false, std::move(z_x), *w, isa, fast);
   OutputParams p;
   p.scale = scale.data();
   p.scale_per_col = scale.shape(0) > 1;
@@ -171,7 +171,7 @@ py::array BoundDynamic::operator()(const py::handle& x) const {
   std::vector<py::ssize_t> shape = shape_of(xa);
   shape.back() = static_cast<py::ssize_t>(w->N);
   py::array out(py::dtype::of<float>(), shape);
-  run_gemm_into(pa, *w, isa, exact, OutputKind::f32, p, out.mutable_data());
+  run_gemm_into(pa, *w, isa, fast, OutputKind::f32, p, out.mutable_data());
   return out;
 }
 

@@ -84,6 +84,8 @@ struct BoundDynamic {
   const PackedWeightS8* w = nullptr;
   py::array_t<float, py::array::c_style> scale, bias;  // bias: none when empty
   bool per_row = false;
+  int32_t qmax = 255;  // 127: reduce_range activations [0, 127]
+  FastPathClaim fast;  // proven at bind time for qmax 127 (127 * max_pair_abs <= 32767)
 
   py::array operator()(const py::handle& x) const;
 };

