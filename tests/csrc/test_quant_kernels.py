@@ -332,10 +332,11 @@ def test_fast_path_is_exact_when_the_claim_holds_and_refused_when_false(isa):
 @pytest.mark.parametrize("M", range(1, 14))
 def test_fast_path_every_row_remainder_and_extremes(isa, M):
     """The vpmaddubsw tiles (6, 4 and 1 rows) on every row count to 13, depths and widths off
-    the quad / panel, at the extremes the proof allows (a = 127 against w = -128 / 127), through
-    the s32, requant and f32 output stages: the same bits as the naive twin and numpy."""
+    the quad / panel, depths split into blocks (1100 > 512: three blocks of 368 summed in c), at
+    the extremes the proof allows (a = 127 against w = -128 / 127), through the s32, requant and
+    f32 output stages: the same bits as the naive twin and numpy."""
     r = rng(M, 41)
-    for K, N in ((1, 1), (5, 17), (33, 31), (70, 48)):
+    for K, N in ((1, 1), (5, 17), (33, 31), (70, 48), (1100, 20)):
         a = r.integers(0, 128, (M, K)).astype(np.uint8)
         w = r.integers(-128, 128, (K, N)).astype(np.int8)
         a[0], w[:, 0] = 127, -128  # the worst pair sum: 127 * 2 * -128 = -32512
@@ -358,6 +359,19 @@ def test_fast_path_every_row_remainder_and_extremes(isa, M):
         got = q.bind_gemm_f32(pw, "uint8", 0, scale, bias, allow_fast=True, a_max=127)(a)
         acc = (s32_numpy(a, 0, w, 0).astype(np.int64) + bias).astype(np.float32)
         np.testing.assert_array_equal(got, acc * scale)
+
+
+@pytest.mark.parametrize("M", [95, 96, 97, 128, 200])
+def test_fast_path_depth_blocks_over_several_row_blocks(isa, M):
+    """Depth-split sums of every row tile of a 96-row block wait in one buffer (16 tiles of 6
+    rows): row blocks past the first, and a last block of 1-5 rows, keep their exact sums."""
+    r = rng(M, 43)
+    a = r.integers(0, 128, (M, 1100)).astype(np.uint8)
+    w = r.integers(-128, 128, (1100, 40)).astype(np.int8)
+    a[-1], w[:, -1] = 127, -128
+    pw = q.pack_weight_s8(w)
+    got = q.gemm_u8s8_s32(a, 0, pw, allow_fast=True, a_max=127)
+    np.testing.assert_array_equal(got, s32_numpy(a, 0, w, 0))
 
 
 def test_accumulator_bound_is_the_worst_column():

@@ -151,18 +151,41 @@ static void gemm_panels(const GemmJob& job, size_t p_begin, size_t p_end) {
   }
 }
 
-// VNNI with several row tiles per block: the depth is split into blocks so the weight block of
-// one panel group (2 panels x 512 deep = 16 KiB) stays in L1 while every row tile of the block
-// runs over it; the raw sums of all row tiles wait in `c` until the last depth block, then go
-// through the output stage. Integer sums wrap, so the split changes no bit.
+// Several row tiles per block, K > kDepthBlock (VNNI; the AVX2 vpmaddubsw tile): the depth is
+// split into blocks so the weight block of one panel group (VNNI: 2 panels x 512 deep = 16 KiB;
+// AVX2: 1 panel, 8 KiB) stays in L1 while every row tile of the block runs over it; the raw sums
+// of all row tiles wait in `c` until the last depth block, then go through the output stage.
+// Integer sums wrap, so the split changes no bit.
 constexpr size_t kDepthBlock = 512;
-constexpr size_t kTilesPerBlock = (kRowBlock + kMaxMR - 1) / kMaxMR;
+constexpr size_t kMinDepthMR = 6;  // the smallest MR that takes this path (AVX2 vpmaddubsw: 6)
+constexpr size_t kTilesPerBlock = (kRowBlock + kMinDepthMR - 1) / kMinDepthMR;
 
-static void gemm_panels_depth_blocked(const GemmJob& job, size_t p_begin, size_t p_end) {
+// One row tile over np adjacent panels and kc depths, added to c when `accumulate`.
+using DepthTileFn = void (*)(size_t mr, size_t np, size_t kc, const uint8_t* a, size_t lda,
+                             const int8_t* w, size_t panel_stride, int32_t* c, bool accumulate);
+
+#if defined(NEEDLE_QC_X86)
+static void depth_tile_avx2_fast(size_t mr, size_t np, size_t kc, const uint8_t* a, size_t lda,
+                                 const int8_t* w, size_t panel_stride, int32_t* c,
+                                 bool accumulate) {
+  for (size_t p = 0; p < np; ++p)
+    ukernel_u8s8_avx2_maddubs(mr, kc, a, lda, w + p * panel_stride, c + p * kTileStride,
+                              accumulate);
+}
+static void depth_tile_vnni(size_t mr, size_t np, size_t kc, const uint8_t* a, size_t lda,
+                            const int8_t* w, size_t panel_stride, int32_t* c, bool accumulate) {
+  ukernel_u8s8_avx512vnni_panels(mr, np, kc, a, lda, w, panel_stride, c, accumulate);
+}
+#endif
+
+static void gemm_panels_depth_blocked(const GemmJob& job, DepthTileFn tile, size_t p_begin,
+                                      size_t p_end) {
   alignas(64) int32_t c[kTilesPerBlock * kMaxPanelsPerTile * kTileStride];
   alignas(64) int32_t acc[kMaxMR * kPanelWidth];
+  PanelTerms terms;
   const size_t M = job.a.M, K4 = job.a.K4, MR = job.shape.MR, NP = job.shape.NP;
   const size_t stride = panel_stride(job.w);
+  const bool once = terms_once(job);
   constexpr size_t kTileInts = kMaxPanelsPerTile * kTileStride;
   // Equal blocks of at most kDepthBlock (576 -> 2 x 288, not 512 + 64), whole k-quads.
   const size_t blocks = (K4 + kDepthBlock - 1) / kDepthBlock;
@@ -174,23 +197,27 @@ static void gemm_panels_depth_blocked(const GemmJob& job, size_t p_begin, size_t
       for (size_t k0 = 0; k0 < K4; k0 += depth) {
         const size_t kc = std::min(depth, K4 - k0);
         for (size_t m0 = mb, t = 0; m0 < m_end; m0 += MR, ++t)
-          ukernel_u8s8_avx512vnni_panels(std::min(MR, m_end - m0), np, kc,
-                                         job.a.u8 + m0 * K4 + k0, K4,
-                                         job.w.panel(panel) + k0 * kPanelWidth, stride,
-                                         c + t * kTileInts, k0 > 0);
+          tile(std::min(MR, m_end - m0), np, kc, job.a.u8 + m0 * K4 + k0, K4,
+               job.w.panel(panel) + k0 * kPanelWidth, stride, c + t * kTileInts, k0 > 0);
       }
-      for (size_t m0 = mb, t = 0; m0 < m_end; m0 += MR, ++t)
-        for (size_t p = 0; p < np; ++p)
-          output_panel(job, c + t * kTileInts + p * kTileStride, std::min(MR, m_end - m0), m0,
-                       panel + p, acc);
+      for (size_t p = 0; p < np; ++p) {
+        if (once) fill_terms(job, panel + p, terms);
+        for (size_t m0 = mb, t = 0; m0 < m_end; m0 += MR, ++t)
+          output_rows(job, c + t * kTileInts + p * kTileStride, std::min(MR, m_end - m0), m0,
+                      once ? &terms : nullptr, panel + p, acc);
+      }
     }
   }
 }
 
 static void run_panels(const GemmJob& job, size_t p_begin, size_t p_end) {
 #if defined(NEEDLE_QC_X86)
-  if (job.isa == Isa::avx512vnni && job.a.M > job.shape.MR && job.a.K4 > kDepthBlock)
-    return gemm_panels_depth_blocked(job, p_begin, p_end);
+  if (job.a.M > job.shape.MR && job.a.K4 > kDepthBlock && job.shape.MR >= kMinDepthMR) {
+    if (job.isa == Isa::avx512vnni)
+      return gemm_panels_depth_blocked(job, depth_tile_vnni, p_begin, p_end);
+    if (job.tile == tile_avx2_fast)
+      return gemm_panels_depth_blocked(job, depth_tile_avx2_fast, p_begin, p_end);
+  }
 #endif
   gemm_panels(job, p_begin, p_end);
 }

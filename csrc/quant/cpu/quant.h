@@ -127,8 +127,9 @@ void ukernel_u8s8_scalar(size_t mr, size_t K4, const uint8_t* a, size_t lda, con
                          int32_t* c);
 void ukernel_i16_avx2_exact(size_t mr, size_t K4, const int16_t* a, size_t lda, const int8_t* w,
                             int32_t* c);
+// accumulate: add to the sums already in c (a later depth block of the same tile).
 void ukernel_u8s8_avx2_maddubs(size_t mr, size_t K4, const uint8_t* a, size_t lda,
-                               const int8_t* w, int32_t* c);
+                               const int8_t* w, int32_t* c, bool accumulate = false);
 
 // --- output stages -----------------------------------------------------------------------------
 

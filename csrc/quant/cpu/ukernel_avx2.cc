@@ -56,9 +56,16 @@ void ukernel_i16_avx2_exact(size_t mr, size_t K4, const int16_t* a, size_t lda, 
     hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_maddubs_epi16(av, w1), ones)); \
   } while (0)
 
+// c[0..8) = v, or c[0..8) += v for a later depth block.
+inline void store8(int32_t* c, __m256i v, bool accumulate) {
+  if (accumulate) v = _mm256_add_epi32(v, _mm256_loadu_si256((const __m256i*)c));
+  _mm256_storeu_si256((__m256i*)c, v);
+}
+
 // MR = 4 rows with named accumulators: an array of __m256i made GCC copy every accumulator
 // and spill one per depth quad inside the loop.
-static void maddubs_tile4(size_t K4, const uint8_t* a, size_t lda, const int8_t* w, int32_t* c) {
+static void maddubs_tile4(size_t K4, const uint8_t* a, size_t lda, const int8_t* w, int32_t* c,
+                          bool acc) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i c0l = _mm256_setzero_si256(), c0h = c0l, c1l = c0l, c1h = c0l, c2l = c0l, c2h = c0l,
           c3l = c0l, c3h = c0l;
@@ -71,19 +78,20 @@ static void maddubs_tile4(size_t K4, const uint8_t* a, size_t lda, const int8_t*
     NEEDLE_QC_MADDUBS_ROW(a2 + k, c2l, c2h);
     NEEDLE_QC_MADDUBS_ROW(a3 + k, c3l, c3h);
   }
-  _mm256_storeu_si256((__m256i*)c, c0l);
-  _mm256_storeu_si256((__m256i*)(c + 8), c0h);
-  _mm256_storeu_si256((__m256i*)(c + 16), c1l);
-  _mm256_storeu_si256((__m256i*)(c + 24), c1h);
-  _mm256_storeu_si256((__m256i*)(c + 32), c2l);
-  _mm256_storeu_si256((__m256i*)(c + 40), c2h);
-  _mm256_storeu_si256((__m256i*)(c + 48), c3l);
-  _mm256_storeu_si256((__m256i*)(c + 56), c3h);
+  store8(c, c0l, acc);
+  store8(c + 8, c0h, acc);
+  store8(c + 16, c1l, acc);
+  store8(c + 24, c1h, acc);
+  store8(c + 32, c2l, acc);
+  store8(c + 40, c2h, acc);
+  store8(c + 48, c3l, acc);
+  store8(c + 56, c3h, acc);
 }
 
 // MR = 6: 12 accumulators, ones, the broadcast row and a product: 15 of the 16 registers; the
 // panel's two halves are read as memory operands (L1) by each row.
-static void maddubs_tile6(size_t K4, const uint8_t* a, size_t lda, const int8_t* w, int32_t* c) {
+static void maddubs_tile6(size_t K4, const uint8_t* a, size_t lda, const int8_t* w, int32_t* c,
+                          bool acc) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i c0l = _mm256_setzero_si256(), c0h = c0l, c1l = c0l, c1h = c0l, c2l = c0l, c2h = c0l,
           c3l = c0l, c3h = c0l, c4l = c0l, c4h = c0l, c5l = c0l, c5h = c0l;
@@ -99,21 +107,21 @@ static void maddubs_tile6(size_t K4, const uint8_t* a, size_t lda, const int8_t*
     NEEDLE_QC_MADDUBS_ROW(a4 + k, c4l, c4h);
     NEEDLE_QC_MADDUBS_ROW(a5 + k, c5l, c5h);
   }
-  _mm256_storeu_si256((__m256i*)c, c0l);
-  _mm256_storeu_si256((__m256i*)(c + 8), c0h);
-  _mm256_storeu_si256((__m256i*)(c + 16), c1l);
-  _mm256_storeu_si256((__m256i*)(c + 24), c1h);
-  _mm256_storeu_si256((__m256i*)(c + 32), c2l);
-  _mm256_storeu_si256((__m256i*)(c + 40), c2h);
-  _mm256_storeu_si256((__m256i*)(c + 48), c3l);
-  _mm256_storeu_si256((__m256i*)(c + 56), c3h);
-  _mm256_storeu_si256((__m256i*)(c + 64), c4l);
-  _mm256_storeu_si256((__m256i*)(c + 72), c4h);
-  _mm256_storeu_si256((__m256i*)(c + 80), c5l);
-  _mm256_storeu_si256((__m256i*)(c + 88), c5h);
+  store8(c, c0l, acc);
+  store8(c + 8, c0h, acc);
+  store8(c + 16, c1l, acc);
+  store8(c + 24, c1h, acc);
+  store8(c + 32, c2l, acc);
+  store8(c + 40, c2h, acc);
+  store8(c + 48, c3l, acc);
+  store8(c + 56, c3h, acc);
+  store8(c + 64, c4l, acc);
+  store8(c + 72, c4h, acc);
+  store8(c + 80, c5l, acc);
+  store8(c + 88, c5h, acc);
 }
 
-static void maddubs_tile1(size_t K4, const uint8_t* a, const int8_t* w, int32_t* c) {
+static void maddubs_tile1(size_t K4, const uint8_t* a, const int8_t* w, int32_t* c, bool acc) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i lo = _mm256_setzero_si256(), hi = lo;
   for (size_t k = 0; k < K4; k += 4, w += 4 * kPanelWidth) {
@@ -121,17 +129,18 @@ static void maddubs_tile1(size_t K4, const uint8_t* a, const int8_t* w, int32_t*
     const __m256i w1 = _mm256_loadu_si256((const __m256i*)(w + 32));
     NEEDLE_QC_MADDUBS_ROW(a + k, lo, hi);
   }
-  _mm256_storeu_si256((__m256i*)c, lo);
-  _mm256_storeu_si256((__m256i*)(c + 8), hi);
+  store8(c, lo, acc);
+  store8(c + 8, hi, acc);
 }
 #undef NEEDLE_QC_MADDUBS_ROW
 
 void ukernel_u8s8_avx2_maddubs(size_t mr, size_t K4, const uint8_t* a, size_t lda,
-                               const int8_t* w, int32_t* c) {
-  if (mr == 6) return maddubs_tile6(K4, a, lda, w, c);
+                               const int8_t* w, int32_t* c, bool accumulate) {
+  if (mr == 6) return maddubs_tile6(K4, a, lda, w, c, accumulate);
   size_t r = 0;
-  for (; r + 4 <= mr; r += 4) maddubs_tile4(K4, a + r * lda, lda, w, c + r * kPanelWidth);
-  for (; r < mr; ++r) maddubs_tile1(K4, a + r * lda, w, c + r * kPanelWidth);
+  for (; r + 4 <= mr; r += 4)
+    maddubs_tile4(K4, a + r * lda, lda, w, c + r * kPanelWidth, accumulate);
+  for (; r < mr; ++r) maddubs_tile1(K4, a + r * lda, w, c + r * kPanelWidth, accumulate);
 }
 
 }  // namespace needle_qc
