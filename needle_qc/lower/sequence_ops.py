@@ -115,9 +115,21 @@ def build_transpose(ctx, node):
 @builder("broadcast_to")
 def build_broadcast_to(ctx, node):
     shape, state = node.attrs["shape"], ctx.state
-    return Impl("broadcast (view)", "no data movement",
-                lambda x: np.broadcast_to(x, _concrete(shape, state)), _logical(ctx, node),
-                kind="layout")
+    if ctx.const(node.inputs[0]) is None:
+        return Impl("broadcast (view)", "no data movement",
+                    lambda x: np.broadcast_to(x, _concrete(shape, state)), _logical(ctx, node),
+                    kind="layout")
+    views = {}  # batch -> (input, its read-only view): a constant (a positional-id table) is
+    # broadcast once per batch size instead of once per call (~5 us of a 140 us transformer)
+
+    def run(x):
+        hit = views.get(state["batch"])
+        if hit is None or hit[0] is not x:
+            hit = views[state["batch"]] = (x, np.broadcast_to(x, _concrete(shape, state)))
+        return hit[1]
+
+    return Impl("broadcast (view)", "no data movement; a constant's view kept per batch size",
+                run, _logical(ctx, node), kind="layout")
 
 
 @builder("full")
