@@ -34,11 +34,15 @@ bool attention_f32_shape_supported(const AttnShape& s);
 bool attention_f32(const AttnOperand& q, const AttnOperand& k, const AttnOperand& v,
                    const AttnShape& s, bool causal, float* result, float* probs);
 
+// Floats of scratch attention_head_avx2 needs for one head of shape s.
+size_t attention_head_scratch(const AttnShape& s);
+
 // One (batch, head) of attention_f32 (AVX2 build; false when a NaN shows up in the logits or v).
-// kt: D x Tk scratch; q, k, v with row strides qst, kst, vst.
+// scratch: attention_head_scratch(s) floats, row_scratch: Tq; q, k, v with row strides qst,
+// kst, vst.
 bool attention_head_avx2(const float* q, size_t qst, const float* k, size_t kst, const float* v,
-                         size_t vst, const AttnShape& s, bool causal, float scale, float* kt,
-                         float* result, float* probs);
+                         size_t vst, const AttnShape& s, bool causal, float scale,
+                         float* scratch, size_t* row_scratch, float* result, float* probs);
 
 // c[m, n] = a[m, k] @ b[k, n] (row strides lda, ldb, ldc) in Needle sgemm's order for m > 4 on
 // one thread: each block of 256 k is one FMA chain from +0 in k order; blocks after the first
