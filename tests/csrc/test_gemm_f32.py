@@ -94,3 +94,63 @@ def test_empty_shapes_and_bad_packed_weights():
     np.testing.assert_array_equal(z, np.zeros((6, 10), np.float32))
     with pytest.raises(ValueError, match="packed.*K \\* N"):
         kernels.gemm_f32(np.zeros((2, 4), np.float32), packed, 10)
+
+
+def _planted(x, seed):
+    """``x`` with NaN, +-inf, -0, a subnormal and +-3e38 planted at spread positions."""
+    flat = x.reshape(-1)
+    for i, v in enumerate([np.nan, np.inf, -np.inf, -0.0, 1e-40, 3e38, -3e38]):
+        flat[(seed + i * 7919) % flat.size] = v
+    return x
+
+
+def _assert_same_bits(got, want):
+    """Bit for bit, NaN for NaN (a NaN's payload depends on which operand the FMA saw first)."""
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(_bits(got)[~nan], _bits(want)[~nan])
+
+
+def _twin_layer(a, w, bias, relu):
+    """The chain twin, then numpy's bias add and maximum (the bound layer's contract)."""
+    with np.errstate(all="ignore"):
+        y = kernels.chain_gemm_f32(a, w)
+        if bias is not None:
+            y = y + bias
+        return np.maximum(y, np.float32(0)) if relu else y
+
+
+# rows: every tile height 1..13 (tiles of 12, 6 or 3 rows and every remainder); columns: a
+# compact last panel read in place, masked (5, 10, 20), whole panels (16, 64), whole panels and
+# a compact tail (40, 70); K: around the block of 256 and two blocks plus one (the later blocks
+# added onto y inside the tile)
+@pytest.mark.parametrize("m", range(1, 14))
+@pytest.mark.parametrize("k", [255, 256, 257, 513])
+@pytest.mark.parametrize("n", [5, 10, 16, 20, 40, 64, 70])
+def test_every_tile_remainder_with_extremes_equals_the_chain_twin(m, k, n):
+    rng = np.random.default_rng(m * 10007 + k * 31 + n)
+    a = _planted(rng.standard_normal((m, k)).astype(np.float32), m + n)
+    w = _planted(rng.standard_normal((k, n)).astype(np.float32), k)
+    bias = _planted(rng.standard_normal(n).astype(np.float32), n)
+    packed = kernels.pack_gemm_f32(w)
+    with np.errstate(all="ignore"):
+        _assert_same_bits(kernels.gemm_f32(a, packed, n), kernels.chain_gemm_f32(a, w))
+    for b, relu in [(bias, True), (None, True), (bias, False)]:
+        got = kernels.GemmF32Layer(packed, k, n, b, relu)(a)
+        _assert_same_bits(got, _twin_layer(a, w, b, relu))
+
+
+@pytest.mark.parametrize("isa", kernels.kernel_info()["available"])
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+@pytest.mark.parametrize("m, k, n", [(64, 784, 256), (64, 257, 310), (13, 300, 96), (2, 513, 70)])
+def test_thread_shares_keep_the_bits(m, k, n, isa, threads, monkeypatch):
+    """Whole panels a worker (batch under the width) or whole row tiles: the same bits."""
+    rng = np.random.default_rng(m + k + n)
+    a = _planted(rng.standard_normal((m, k)).astype(np.float32), 3)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    want = _twin_layer(a, w, bias, True)
+    monkeypatch.setenv("NEEDLE_QC_ISA", isa)
+    monkeypatch.setenv("NEEDLE_NUM_THREADS", threads)
+    packed = kernels.pack_gemm_f32(w)
+    _assert_same_bits(kernels.GemmF32Layer(packed, k, n, bias, True)(a), want)

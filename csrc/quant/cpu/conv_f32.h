@@ -26,14 +26,19 @@ void conv2d_nhwc_f32(const float* x, const float* packed, const float* bias, boo
                      const ConvF32Shape& s, float* y);
 
 // The register tile: acc[r][j] = Σ_{t < taps, c < cin} rows[r * taps + t][c] *
-// panel[(t * cin + c) * NR + j], one FMA chain per output in (t, c) order; then
-// v = acc + bias[j] (bias may be null), max(v, 0) if relu, stored to y[r * ldy + j] for
-// j < cols (cols < NR only in the last panel).
+// panel[(t * cin + c) * ldw + j], one FMA chain per output in (t, c) order; then
+// v = acc, v = v + y[r * ldy + j] if add_y (a later K block of the GEMM onto the earlier ones'
+// sum, Needle's order), v = v + bias[j] (bias may be null), max(v, 0) if relu, stored to
+// y[r * ldy + j] for j < cols (cols < NR only in the last panel). A panel row holds ldw >= cols
+// floats (ldw = cols for the GEMM's compact last panel); only its first min(cols, NR) are read
+// (masked loads where cols < NR).
 struct ConvTileOut {
   const float* bias;  // NR entries of this panel (zero-padded), or null
   bool relu;
   float* y;
   size_t ldy, cols;
+  bool add_y;
+  size_t ldw;
 };
 using ConvTileFn = void (*)(const float* const* rows, size_t taps, size_t cin,
                             const float* panel, const ConvTileOut& out);
@@ -75,8 +80,8 @@ struct ConvRowIn {
 using ConvRowFn = void (*)(const ConvRowIn& in);
 ConvRowFn conv_f32_row_avx2(size_t k, size_t stride, size_t cin, size_t nr);  // or nullptr
 
-ConvTileFn conv_f32_tile_scalar(size_t mr, size_t nr);
-ConvTileFn conv_f32_tile_avx2(size_t mr, size_t nr);  // nullptr where there is none
+ConvTileFn conv_f32_tile_scalar(size_t mr, size_t nr);  // 1 <= mr <= conv_f32_rows(nr)
+ConvTileFn conv_f32_tile_avx2(size_t mr, size_t nr);    // nullptr where there is none
 size_t conv_f32_rows(size_t nr);  // MR of the tile for a panel of nr columns
 
 }  // namespace needle_qc

@@ -11,6 +11,54 @@ namespace needle_qc {
 
 namespace {
 
+// One row of a tile's accumulators onto NV * 8 floats at y: + y if add_y, + bias, ReLU, store.
+template <size_t NV>
+inline void finish_row(__m256* c, const ConvTileOut& out, float* y) {
+  const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 4
+  for (size_t v = 0; v < NV; ++v) {
+    if (out.add_y) c[v] = _mm256_add_ps(c[v], _mm256_loadu_ps(y + v * 8));  // block + y
+    if (out.bias) c[v] = _mm256_add_ps(c[v], _mm256_loadu_ps(out.bias + v * 8));
+    // max(0, v) returns v when v is NaN or -0, as std::max(v, 0.0f) does
+    if (out.relu) c[v] = _mm256_max_ps(zero, c[v]);
+    _mm256_storeu_ps(y + v * 8, c[v]);
+  }
+}
+
+// The tile's FMA chains into c over panel rows of ldw floats; MASKED: only the first cols < NR
+// of a row are read.
+template <size_t MR, size_t NV, bool MASKED>
+__attribute__((always_inline)) inline void tile_chains(__m256 (&c)[MR][NV],
+                                                       const float* const* rows, size_t taps,
+                                                       size_t cin, const float* panel,
+                                                       size_t ldw, size_t cols) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  __m256i mask[NV];  // lanes of vector v below cols
+#pragma GCC unroll 4
+  for (size_t v = 0; v < NV; ++v) {
+    const int left = MASKED ? static_cast<int>(cols) - static_cast<int>(v * 8) : 8;
+    mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lane);
+  }
+  for (size_t t = 0; t < taps; ++t) {
+    const float* src[MR];
+#pragma GCC unroll 12
+    for (size_t r = 0; r < MR; ++r) src[r] = rows[r * taps + t];
+    const float* wk = panel + t * cin * ldw;
+    for (size_t ch = 0; ch < cin; ++ch, wk += ldw) {
+      __m256 w[NV];
+#pragma GCC unroll 4
+      for (size_t v = 0; v < NV; ++v)
+        w[v] = MASKED ? _mm256_maskload_ps(wk + v * 8, mask[v]) : _mm256_loadu_ps(wk + v * 8);
+#pragma GCC unroll 12
+      for (size_t r = 0; r < MR; ++r) {
+        const __m256 a = _mm256_broadcast_ss(src[r] + ch);
+#pragma GCC unroll 4
+        for (size_t v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(a, w[v], c[r][v]);
+      }
+    }
+  }
+}
+
 template <size_t MR, size_t NV>
 void tile_avx2(const float* const* rows, size_t taps, size_t cin, const float* panel,
                const ConvTileOut& out) {
@@ -20,46 +68,22 @@ void tile_avx2(const float* const* rows, size_t taps, size_t cin, const float* p
   for (size_t r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (size_t v = 0; v < NV; ++v) c[r][v] = _mm256_setzero_ps();
-  for (size_t t = 0; t < taps; ++t) {
-    const float* src[MR];
-#pragma GCC unroll 12
-    for (size_t r = 0; r < MR; ++r) src[r] = rows[r * taps + t];
-    const float* wk = panel + t * cin * NR;
-    for (size_t ch = 0; ch < cin; ++ch, wk += NR) {
-      __m256 w[NV];
-#pragma GCC unroll 4
-      for (size_t v = 0; v < NV; ++v) w[v] = _mm256_loadu_ps(wk + v * 8);
-#pragma GCC unroll 12
-      for (size_t r = 0; r < MR; ++r) {
-        const __m256 a = _mm256_broadcast_ss(src[r] + ch);
-#pragma GCC unroll 4
-        for (size_t v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(a, w[v], c[r][v]);
-      }
-    }
-  }
-  const __m256 zero = _mm256_setzero_ps();
-#pragma GCC unroll 12
-  for (size_t r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-    for (size_t v = 0; v < NV; ++v) {
-      if (out.bias) c[r][v] = _mm256_add_ps(c[r][v], _mm256_loadu_ps(out.bias + v * 8));
-      // max(0, v) returns v when v is NaN or -0, as std::max(v, 0.0f) does
-      if (out.relu) c[r][v] = _mm256_max_ps(zero, c[r][v]);
-    }
+  if (out.cols < NR)
+    tile_chains<MR, NV, true>(c, rows, taps, cin, panel, out.ldw, out.cols);
+  else
+    tile_chains<MR, NV, false>(c, rows, taps, cin, panel, out.ldw, NR);
   if (out.cols == NR) {
 #pragma GCC unroll 12
-    for (size_t r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-      for (size_t v = 0; v < NV; ++v) _mm256_storeu_ps(out.y + r * out.ldy + v * 8, c[r][v]);
+    for (size_t r = 0; r < MR; ++r) finish_row<NV>(c[r], out, out.y + r * out.ldy);
     return;
   }
   // last panel, cols < NR: through a buffer (unrolled: a runtime index into c would keep the
   // accumulators in memory for the whole k loop)
-  alignas(32) float tail[MR * NR];
+  alignas(32) float tail[MR * NR] = {};
+  for (size_t r = 0; r < MR && out.add_y; ++r)
+    for (size_t j = 0; j < out.cols; ++j) tail[r * NR + j] = out.y[r * out.ldy + j];
 #pragma GCC unroll 12
-  for (size_t r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-    for (size_t v = 0; v < NV; ++v) _mm256_store_ps(tail + r * NR + v * 8, c[r][v]);
+  for (size_t r = 0; r < MR; ++r) finish_row<NV>(c[r], out, tail + r * NR);
   for (size_t r = 0; r < MR; ++r)
     for (size_t j = 0; j < out.cols; ++j) out.y[r * out.ldy + j] = tail[r * NR + j];
 }
@@ -178,6 +202,12 @@ ConvSegTileFn seg_tile_for(size_t mr, std::index_sequence<M...>) {
   return mr >= 1 && mr <= sizeof...(M) ? tiles[mr - 1] : nullptr;
 }
 
+template <size_t NV, size_t... M>
+ConvTileFn tile_for(size_t mr, std::index_sequence<M...>) {
+  static constexpr ConvTileFn tiles[] = {tile_avx2<M + 1, NV>...};
+  return mr >= 1 && mr <= sizeof...(M) ? tiles[mr - 1] : nullptr;
+}
+
 }  // namespace
 
 ConvSegTileFn conv_f32_seg_tile_avx2(size_t mr, size_t nr) {
@@ -194,9 +224,9 @@ ConvRowFn conv_f32_row_avx2(size_t k, size_t stride, size_t cin, size_t nr) {
 }
 
 ConvTileFn conv_f32_tile_avx2(size_t mr, size_t nr) {
-  if (nr == 8) return mr == 1 ? tile_avx2<1, 1> : mr == 12 ? tile_avx2<12, 1> : nullptr;
-  if (nr == 16) return mr == 1 ? tile_avx2<1, 2> : mr == 6 ? tile_avx2<6, 2> : nullptr;
-  if (nr == 32) return mr == 1 ? tile_avx2<1, 4> : mr == 3 ? tile_avx2<3, 4> : nullptr;
+  if (nr == 8) return tile_for<1>(mr, std::make_index_sequence<12>());
+  if (nr == 16) return tile_for<2>(mr, std::make_index_sequence<6>());
+  if (nr == 32) return tile_for<4>(mr, std::make_index_sequence<3>());
   return nullptr;
 }
 

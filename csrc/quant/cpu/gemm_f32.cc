@@ -2,6 +2,7 @@
 #include "quant/cpu/gemm_f32.h"
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "quant/cpu/conv_f32.h"
@@ -24,67 +25,47 @@ namespace {
 
 // What every tile of one call shares.
 struct TileJob {
-  ConvTileFn full, one;
+  ConvTileFn tiles[12];  // [m - 1]: the tile of m rows, m <= mr
   size_t mr, nr, k, n;
-  const float* const* panels;  // n / NR full panels, then the widened last one if any
-  const float* bias;           // N entries or nullptr
-  const float* panel_bias;     // the bias zero-padded to whole panels (for the tiles), or nullptr
+  const float* const* panels;  // n / NR full panels, then the compact last one if any
+  const float* panel_bias;     // the bias zero-padded to whole panels, or nullptr
   bool relu;
+  size_t group;  // rows of a unit of work
 };
 
-// bias then ReLU on rows x cols of y (row stride n), after the tile's last K block
-void finish_tile(const TileJob& job, float* y, size_t rows, size_t col, size_t cols) {
-  for (size_t r = 0; r < rows; ++r) {
-    float* __restrict row = y + r * job.n + col;
-    if (job.bias) {
-      const float* __restrict b = job.bias + col;
-      for (size_t j = 0; j < cols; ++j) row[j] = row[j] + b[j];
-    }
-    if (job.relu)
-      for (size_t j = 0; j < cols; ++j) row[j] = row[j] < 0.0f ? 0.0f : row[j];
-  }
-}
-
-// The tile of rows [m0, m0 + rows_here) x panel p for K block [k0, k0 + kc): stored to y for
-// the first block, else through `tmp` and added (Needle's order: block + y).
+// The tile of rows [m0, m0 + rows_here) x panel p for K block [k0, k0 + kc): the first block
+// stored to y, each later one added onto it in the tile (Needle's order: block + y), the bias
+// and ReLU with the last block.
 void run_tile(const TileJob& job, const float* a, size_t m0, size_t rows_here, size_t p,
-              size_t k0, size_t kc, float* y, const float** rows, float* tmp) {
-  const bool first = k0 == 0;
-  const size_t col = p * job.nr, cols = std::min(job.nr, job.n - col);
-  const float* panel = job.panels[p] + k0 * job.nr;
+              size_t k0, size_t kc, float* y) {
+  const float* rows[12];
   for (size_t r = 0; r < rows_here; ++r) rows[r] = a + (m0 + r) * job.k + k0;
-  // one K block: the tile itself adds the bias and applies ReLU after its chain
-  const bool single = first && kc == job.k;
-  ConvTileOut out{single && job.panel_bias ? job.panel_bias + col : nullptr, single && job.relu,
-                  first ? y + m0 * job.n + col : tmp, first ? job.n : job.nr, cols};
-  if (rows_here == job.mr) {
-    job.full(rows, 1, kc, panel, out);
-  } else {
-    for (size_t r = 0; r < rows_here; ++r, out.y += out.ldy) job.one(rows + r, 1, kc, panel, out);
-  }
-  if (!first)
-    for (size_t r = 0; r < rows_here; ++r)
-      for (size_t j = 0; j < cols; ++j) {
-        float& dst = y[(m0 + r) * job.n + col + j];
-        dst = tmp[r * job.nr + j] + dst;
-      }
-  if (!single && k0 + kc == job.k && (job.bias || job.relu))
-    finish_tile(job, y + m0 * job.n, rows_here, col, cols);
+  const size_t col = p * job.nr, cols = std::min(job.nr, job.n - col);  // = its row stride
+  const bool last = k0 + kc == job.k;
+  const ConvTileOut out{last && job.panel_bias ? job.panel_bias + col : nullptr,
+                        last && job.relu, y + m0 * job.n + col, job.n, cols, k0 != 0, cols};
+  job.tiles[rows_here - 1](rows, 1, kc, job.panels[p] + k0 * cols, out);
 }
 
-// Blocks of work: rows [r0, r1) x panels [p0, p1), K block by K block, each panel's K block
-// swept over every tile of the rows while it sits in L1.
-struct Block {
-  size_t r0, r1, p0, p1;
-};
-
-void run_block(const TileJob& job, const float* a, const Block& b, float* y, const float** rows,
-               float* tmp) {
+// One unit of work: rows [r0, r1) x panel p, K block by K block, the panel's K block swept over
+// every tile of the rows while it sits in L1.
+void run_unit(const TileJob& job, const float* a, size_t r0, size_t r1, size_t p, float* y) {
   for (size_t k0 = 0; k0 < job.k; k0 += kGemmF32KBlock) {
     const size_t kc = std::min(kGemmF32KBlock, job.k - k0);
-    for (size_t p = b.p0; p < b.p1; ++p)
-      for (size_t m0 = b.r0; m0 < b.r1; m0 += job.mr)
-        run_tile(job, a, m0, std::min(job.mr, b.r1 - m0), p, k0, kc, y, rows, tmp);
+    for (size_t m0 = r0; m0 < r1; m0 += job.mr)
+      run_tile(job, a, m0, std::min(job.mr, r1 - m0), p, k0, kc, y);
+  }
+}
+
+// Claims units (panel-major: row group g of panel p is unit p * groups + g) until none is left.
+// Whichever thread is free takes the next one, so a worker that wakes late, or whose core another
+// process holds, leaves its share to the others (a static split of two halves then ran at one
+// thread's speed, and unequal halves left one thread 59 % of the work at batch 64).
+void claim_units(const TileJob& job, const float* a, size_t m, size_t groups, size_t units,
+                 std::atomic<size_t>& next, float* y) {
+  for (size_t u = next.fetch_add(1); u < units; u = next.fetch_add(1)) {
+    const size_t p = u / groups, r0 = u % groups * job.group;
+    run_unit(job, a, r0, std::min(m, r0 + job.group), p, y);
   }
 }
 
@@ -93,49 +74,34 @@ void run_block(const TileJob& job, const float* a, const Block& b, float* y, con
 void gemm_f32_packed(const float* a, size_t m, size_t k, const float* packed, size_t n, float* y,
                      const float* bias, bool relu) {
   if (m == 0 || n == 0) return;
-  if (k == 0) {
-    std::fill(y, y + m * n, 0.0f);
-    TileJob zero{};
-    zero.n = n, zero.bias = bias, zero.relu = relu;
-    finish_tile(zero, y, m, 0, n);
+  if (k == 0) {  // the empty sum +0, then the bias and ReLU as numpy's add and maximum
+    for (size_t r = 0; r < m; ++r)
+      for (size_t j = 0; j < n; ++j) {
+        const float v = bias ? 0.0f + bias[j] : 0.0f;
+        y[r * n + j] = relu ? std::max(v, 0.0f) : v;
+      }
     return;
   }
   const size_t nr = conv_f32_panel(n), mr = conv_f32_rows(nr), kc = std::min(k, kGemmF32KBlock);
   const size_t full_panels = n / nr, tail = n % nr;
   const bool simd = selected_isa() != Isa::scalar;
-  // the compact last panel widened to NR columns for the tiles (k * NR floats, per call)
-  std::vector<float> last(tail ? k * nr : 0, 0.0f);
-  const float* compact = packed + full_panels * k * nr;
-  for (size_t d = 0; d < k && tail; ++d)
-    std::copy(compact + d * tail, compact + (d + 1) * tail, last.begin() + d * nr);
   std::vector<float> panel_bias(bias ? (full_panels + (tail ? 1 : 0)) * nr : 0, 0.0f);
   if (bias) std::copy(bias, bias + n, panel_bias.begin());
-  std::vector<const float*> panels;
-  for (size_t p = 0; p < full_panels; ++p) panels.push_back(packed + p * k * nr);
-  if (tail) panels.push_back(last.data());
-  TileJob job{simd ? conv_f32_tile_avx2(mr, nr) : nullptr,
-              simd ? conv_f32_tile_avx2(1, nr) : nullptr, mr, nr, k, n, panels.data(), bias,
-              bias ? panel_bias.data() : nullptr, relu};
-  if (!job.full) job.full = conv_f32_tile_scalar(mr, nr);
-  if (!job.one) job.one = conv_f32_tile_scalar(1, nr);
-  // blocks of ~16 KiB of a's rows and ~128 KiB of panels (one K block each): a stays in L1,
-  // the panels in L2, while a panel's K block is read once per block from L1
-  const size_t group = mr * std::max<size_t>(1, (4096 / kc) / mr);
-  const size_t chunk = std::max<size_t>(1, 32768 / (kc * nr));
-  const size_t groups = (m + group - 1) / group, chunks = (panels.size() + chunk - 1) / chunk;
-  // ~1 Mflop for a thread before a split pays for a wake-up (as the direct conv)
-  const size_t flops = 2 * std::min(group, m) * k * chunk * nr + 1;
-  parallel_for(groups * chunks, std::max<size_t>(1, (size_t{1} << 20) / flops),
-               [&](size_t lo, size_t hi) {
-                 std::vector<const float*> rows(mr);
-                 std::vector<float> tmp(mr * nr);
-                 for (size_t u = lo; u < hi; ++u) {
-                   const size_t g = u / chunks, c = u % chunks;
-                   const Block b{g * group, std::min(m, (g + 1) * group), c * chunk,
-                                 std::min(panels.size(), (c + 1) * chunk)};
-                   run_block(job, a, b, y, rows.data(), tmp.data());
-                 }
-               });
+  std::vector<const float*> panels;  // the compact last panel read in place, masked
+  for (size_t p = 0; p < full_panels + (tail ? 1 : 0); ++p) panels.push_back(packed + p * k * nr);
+  // units of ~16 KiB of a's rows (one K block): they stay in L1 while a panel's K block streams
+  TileJob job{{}, mr, nr, k, n, panels.data(), bias ? panel_bias.data() : nullptr, relu,
+              mr * std::max<size_t>(1, (4096 / kc) / mr)};
+  for (size_t r = 1; r <= mr; ++r) {
+    ConvTileFn tile = simd ? conv_f32_tile_avx2(r, nr) : nullptr;
+    job.tiles[r - 1] = tile ? tile : conv_f32_tile_scalar(r, nr);
+  }
+  const size_t groups = (m + job.group - 1) / job.group, units = groups * panels.size();
+  // a worker for every ~0.5 Mflop (~5 us of one core: a wake-up pays for itself)
+  const size_t workers = std::min({static_cast<size_t>(num_threads()),
+                                   std::max<size_t>(1, 2 * m * k * n >> 19), units});
+  std::atomic<size_t> next{0};
+  parallel_for(workers, 1, [&](size_t, size_t) { claim_units(job, a, m, groups, units, next, y); });
 }
 
 }  // namespace needle_qc

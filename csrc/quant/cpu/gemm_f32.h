@@ -13,9 +13,10 @@ constexpr size_t kGemmF32KBlock = 256;  // Needle sgemm's K block (ndarray/cpu/s
 // w [k, n] -> [n / NR][k][NR] panels + [k][n % NR]; NR = conv_f32_panel(n).
 void pack_gemm_f32(const float* w, size_t k, size_t n, float* packed);
 
-// y [m, n] = a [m, k] (contiguous rows) @ the packed w [+ bias[j]] [then ReLU]; rows split across
-// threads. The bias add (after the whole sum) and ReLU (NaN and -0 kept, as np.maximum(v, 0)) run
-// on each tile while it is in L1: the same bits as numpy's add and maximum on the product.
+// y [m, n] = a [m, k] (contiguous rows) @ the packed w [+ bias[j]] [then ReLU]; panels or row
+// tiles split evenly across threads. Later K blocks are added onto y inside the tile (block + y),
+// the bias add (after the whole sum) and ReLU (NaN and -0 kept, as np.maximum(v, 0)) with the
+// last: the same bits as the chain sum, then numpy's add and maximum on the product.
 void gemm_f32_packed(const float* a, size_t m, size_t k, const float* packed, size_t n, float* y,
                      const float* bias = nullptr, bool relu = false);
 
